@@ -84,24 +84,16 @@ fn binomial_sum(n: usize, max: usize) -> usize {
     total
 }
 
-/// Loss patterns to try for k + m pieces: all of them when there are few, otherwise the
-/// structured extremes (all data, first m, last m) plus a deterministic sample.
-fn loss_patterns(k: usize, m: usize, seed: u64) -> Vec<Vec<usize>> {
+/// A deterministic sample of loss patterns of 1 ..= m pieces out of k + m, plus the structured
+/// extremes: none, the first m (all data when m ≥ k), the last m (all parity).
+fn sampled_patterns(k: usize, m: usize, count: usize, seed: u64) -> Vec<Vec<usize>> {
     let n = k + m;
-    if binomial_sum(n, m) <= 600 {
-        return subsets_up_to(n, m);
-    }
-    let mut out = vec![
-        vec![],
-        (0..m).collect(),
-        (n - m..n).collect(),
-        (0..m.min(k)).collect(),
-    ];
-    let mut rng = data(4096, seed).into_iter();
-    for _ in 0..150 {
-        let count = 1 + rng.next().unwrap_or(0) as usize % m;
+    let mut out = vec![vec![], (0..m).collect(), (n - m..n).collect()];
+    let mut rng = data(8 * count + 64, seed).into_iter().cycle();
+    for _ in 0..count {
+        let size = 1 + rng.next().unwrap_or(0) as usize % m;
         let mut set = Vec::new();
-        while set.len() < count {
+        while set.len() < size {
             let i = rng.next().unwrap_or(0) as usize % n;
             if !set.contains(&i) {
                 set.push(i);
@@ -112,6 +104,10 @@ fn loss_patterns(k: usize, m: usize, seed: u64) -> Vec<Vec<usize>> {
     out
 }
 
+/// Up to this many loss patterns per code are tried exhaustively (this covers every code up to
+/// 16+4 and 10+6, and 8+4 in particular); larger codes get a sample.
+const EXHAUSTIVE_LIMIT: usize = 20_000;
+
 #[test]
 fn every_k_and_m_survives_every_loss_of_up_to_m_pieces() {
     let key = DataKey::generate().unwrap();
@@ -119,7 +115,21 @@ fn every_k_and_m_survives_every_loss_of_up_to_m_pieces() {
         for m in 1..=8 {
             let params = Params::new(k, m, 1024).unwrap();
             let seg = params.segment_plaintext_len();
-            let patterns = loss_patterns(k, m, (k * 31 + m) as u64);
+            // One full segment against every loss pattern (or a large sample of them).
+            let patterns = if binomial_sum(k + m, m) <= EXHAUSTIVE_LIMIT {
+                subsets_up_to(k + m, m)
+            } else {
+                sampled_patterns(k, m, 2000, (k * 31 + m) as u64)
+            };
+            let input = data(seg, (k * 100 + m) as u64);
+            let segments = encode_all(params, &key, 0, &input).unwrap();
+            for pattern in &patterns {
+                let out = decode_with_losses(params, &key, &segments, |_| pattern.clone())
+                    .unwrap_or_else(|e| panic!("k={k} m={m} lost {pattern:?}: {e}"));
+                assert!(out == input, "k={k} m={m} lost {pattern:?}");
+            }
+            // Every boundary length, each segment losing a different sampled pattern.
+            let few = sampled_patterns(k, m, 12, (k * 7 + m) as u64);
             for len in [0, 1, seg - 1, seg, seg + 1, 3 * seg + 7] {
                 let input = data(len, (k * 100 + m + len) as u64);
                 let segments = encode_all(params, &key, 0, &input).unwrap();
@@ -127,10 +137,11 @@ fn every_k_and_m_survives_every_loss_of_up_to_m_pieces() {
                 let expected: Vec<usize> = input.chunks(seg).map(|c| c.len()).collect();
                 let got: Vec<usize> = segments.iter().map(|s| s.layout().plain_len()).collect();
                 assert_eq!(got, expected, "k={k} m={m} len={len}");
-                for pattern in &patterns {
-                    let out = decode_with_losses(params, &key, &segments, |_| pattern.clone())
-                        .unwrap_or_else(|e| panic!("k={k} m={m} len={len} lost {pattern:?}: {e}"));
-                    assert!(out == input, "k={k} m={m} len={len} lost {pattern:?}");
+                for shift in 0..few.len() {
+                    let lost = |s: usize| few[(s + shift) % few.len()].clone();
+                    let out = decode_with_losses(params, &key, &segments, lost)
+                        .unwrap_or_else(|e| panic!("k={k} m={m} len={len} shift {shift}: {e}"));
+                    assert!(out == input, "k={k} m={m} len={len} shift {shift}");
                 }
             }
         }
