@@ -87,6 +87,15 @@ pub enum ProofError {
     },
 }
 
+/// Bytes read from a piece that do not match its outboard.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpanError {
+    #[error("bytes {start}..{end} are not a run of whole outboard blocks")]
+    NotBlocks { start: u64, end: u64 },
+    #[error("block {block} of the piece does not match its outboard: the piece is corrupt")]
+    Corrupt { block: u64 },
+}
+
 /// "Prove you hold these chunks of this piece." The nonce makes every challenge, and so every
 /// signed answer, unique.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -427,6 +436,52 @@ impl Outboard {
     pub fn block_range(&self, index: u32) -> Range<u64> {
         let start = u64::from(index) / OUTBOARD_BLOCK_CHUNKS * OUTBOARD_BLOCK_LEN;
         start.min(self.piece_len)..(start + OUTBOARD_BLOCK_LEN).min(self.piece_len)
+    }
+
+    /// The byte range of the whole blocks covering `range` of the piece (clamped to the piece):
+    /// what a node reads to serve `range` verified by [`Outboard::verify_span`].
+    pub fn covering_blocks(&self, range: Range<u64>) -> Range<u64> {
+        if self.blocks.is_empty() {
+            return 0..self.piece_len;
+        }
+        let start = (range.start / OUTBOARD_BLOCK_LEN * OUTBOARD_BLOCK_LEN).min(self.piece_len);
+        let end = range
+            .end
+            .div_ceil(OUTBOARD_BLOCK_LEN)
+            .saturating_mul(OUTBOARD_BLOCK_LEN)
+            .min(self.piece_len);
+        start..end.max(start)
+    }
+
+    /// Checks bytes read from the piece at `start` (a span from [`Outboard::covering_blocks`])
+    /// against the outboard, or, for a piece of one block, against the piece id. Used to serve
+    /// ranges without rehashing the whole piece; the outboard itself must have been checked
+    /// against the id ([`Outboard::root`]) when it was made.
+    pub fn verify_span(&self, id: &PieceId, start: u64, bytes: &[u8]) -> Result<(), SpanError> {
+        let end = start.saturating_add(bytes.len() as u64);
+        if self.blocks.is_empty() {
+            if start != 0 || end != self.piece_len {
+                return Err(SpanError::NotBlocks { start, end });
+            }
+            return id
+                .verify(bytes)
+                .map_err(|_| SpanError::Corrupt { block: 0 });
+        }
+        if start % OUTBOARD_BLOCK_LEN != 0
+            || end > self.piece_len
+            || (end % OUTBOARD_BLOCK_LEN != 0 && end != self.piece_len)
+        {
+            return Err(SpanError::NotBlocks { start, end });
+        }
+        for (i, block) in bytes.chunks(OUTBOARD_BLOCK_LEN as usize).enumerate() {
+            let j = start / OUTBOARD_BLOCK_LEN + i as u64;
+            let cv = subtree_cv(j * OUTBOARD_BLOCK_LEN, block);
+            // Chaining values are not secret; a plain comparison is fine.
+            if self.blocks.get(j as usize) != Some(&cv) {
+                return Err(SpanError::Corrupt { block: j });
+            }
+        }
+        Ok(())
     }
 
     /// Proves chunk `index` from the bytes of its block (as named by [`Outboard::block_range`]).

@@ -335,3 +335,40 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn spans_verify_against_the_outboard_and_catch_rot() {
+    for len in [100, 16 * 1024, 16 * 1024 + 1, 50_000, 1 << 20] {
+        let p = piece(len);
+        let id = PieceId::of(&p);
+        let ob = Outboard::new(&p);
+        for range in [
+            0..1,
+            0..len as u64,
+            len as u64 / 3..len as u64 / 2 + 1,
+            len as u64 - 1..len as u64,
+        ] {
+            let span = ob.covering_blocks(range.clone());
+            assert!(
+                span.start <= range.start && span.end >= range.end,
+                "len {len} {range:?}"
+            );
+            let bytes = &p[span.start as usize..span.end as usize];
+            ob.verify_span(&id, span.start, bytes).unwrap();
+            let mut rotten = bytes.to_vec();
+            let at = rotten.len() / 2;
+            rotten[at] ^= 4;
+            assert!(
+                ob.verify_span(&id, span.start, &rotten).is_err(),
+                "len {len} {range:?}"
+            );
+        }
+        if len > 16 * 1024 {
+            // Not starting on a block boundary, or running past the piece.
+            assert!(ob.verify_span(&id, 5, &p[5..16 * 1024]).is_err());
+            assert!(ob.verify_span(&id, 0, &[0; 17]).is_err());
+        } else {
+            assert!(ob.verify_span(&id, 0, &p[..len - 1]).is_err());
+        }
+    }
+}

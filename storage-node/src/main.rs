@@ -1,16 +1,221 @@
-//! `storage-node`: the daemon a node operator runs on a disk.
+//! `storage-node`: the operator's command line.
 //!
-//! Planned (see ARCHITECTURE.md): a rocksdb piece store, the node side of the wire protocol over
-//! libp2p, storage proofs answered with `chunker::proof`, and the operator CLI
-//! (`init`, `run`, `status`, `id`). Until then the binary only says so.
+//! ```text
+//! storage-node init   --data-dir DIR --capacity 500GiB --gateway MULTIADDR [--label k=v] [--listen MULTIADDR]
+//! storage-node id     --data-dir DIR
+//! storage-node status --data-dir DIR [--json]
+//! ```
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use storage_node::config::{GatewayAddr, RawConfig, CONFIG_FILE};
+use storage_node::identity;
+use storage_node::store::DiskStore;
+use storage_node::units::{format_size, parse_size};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "storage-node",
+    version,
+    about = "Lend a disk to a decentralized S3 gateway"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a node: a data directory with its configuration and a new identity.
+    Init {
+        /// Where the node keeps its identity, configuration, index and pieces.
+        #[arg(long, env = "STORAGE_NODE_DATA_DIR")]
+        data_dir: PathBuf,
+        /// How much of the disk to lend, e.g. 500GiB or 2TB.
+        #[arg(long)]
+        capacity: String,
+        /// A gateway to serve: a multiaddr ending in /p2p/<gateway peer id>. Repeat for more.
+        #[arg(long = "gateway", required = true)]
+        gateways: Vec<String>,
+        /// A failure-domain label, key=value (region, zone, operator, …). Repeat for more.
+        #[arg(long = "label")]
+        labels: Vec<String>,
+        /// An address to listen on, for gateways that can dial in. Repeat for more.
+        #[arg(long = "listen")]
+        listen: Vec<String>,
+        /// Where /metrics and /health are served.
+        #[arg(long, default_value = "127.0.0.1:9101")]
+        metrics_listen: String,
+    },
+    /// Print the node id (its libp2p peer id).
+    Id {
+        #[arg(long, env = "STORAGE_NODE_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+    /// Pieces held, space used, last scrub and audits answered; works whether or not the node runs.
+    Status {
+        #[arg(long, env = "STORAGE_NODE_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Init {
+            data_dir,
+            capacity,
+            gateways,
+            labels,
+            listen,
+            metrics_listen,
+        } => init(
+            &data_dir,
+            capacity,
+            gateways,
+            labels,
+            listen,
+            metrics_listen,
+        ),
+        Command::Id { data_dir } => id(&data_dir),
+        Command::Status { data_dir, json } => status(&data_dir, json),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("storage-node: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init(
+    data_dir: &Path,
+    capacity: String,
+    gateways: Vec<String>,
+    labels: Vec<String>,
+    listen: Vec<String>,
+    metrics_listen: String,
+) -> anyhow::Result<()> {
+    let labels = labels
+        .iter()
+        .map(|l| match l.split_once('=') {
+            Some((k, v)) => Ok((k.trim().to_string(), v.trim().to_string())),
+            None => bail!("--label {l:?}: expected key=value"),
+        })
+        .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
+    let raw = RawConfig {
+        capacity,
+        gateways,
+        listen,
+        labels,
+        metrics_listen,
+        scrub_rate: "16MiB".into(),
+        scrub_interval: "24h".into(),
+    };
+    // Validate everything before touching the disk.
+    raw.validate(data_dir)?;
+    std::fs::create_dir_all(data_dir).with_context(|| format!("create {}", data_dir.display()))?;
+    let keypair = identity::create(data_dir)?;
+    let config_path = data_dir.join(CONFIG_FILE);
+    std::fs::write(&config_path, raw.to_toml()?)
+        .with_context(|| format!("write {}", config_path.display()))?;
+    let peer = keypair.public().to_peer_id();
+    #[allow(clippy::print_stdout)]
+    {
+        println!("{peer}");
+    }
     eprintln!(
-        "storage-node {}: the node daemon is not built yet; this release ships the chunker \
-         library only (see README.md)",
-        env!("CARGO_PKG_VERSION")
+        "created node {peer} in {} ({} of capacity)",
+        data_dir.display(),
+        format_size(parse_size(&raw.capacity)?),
     );
-    ExitCode::from(2)
+    Ok(())
+}
+
+fn id(data_dir: &Path) -> anyhow::Result<()> {
+    let peer = identity::load(data_dir)?.public().to_peer_id();
+    #[allow(clippy::print_stdout)]
+    {
+        println!("{peer}");
+    }
+    Ok(())
+}
+
+/// What `status --json` prints.
+#[derive(Debug, serde::Serialize)]
+struct StatusReport {
+    node_id: String,
+    pieces: u64,
+    used_bytes: u64,
+    capacity_bytes: u64,
+    audits_answered: u64,
+    audits_failed: u64,
+    last_scrub_finished_ms: Option<u64>,
+    scrub_corrupt_found: u64,
+    gateways: Vec<String>,
+}
+
+fn status(data_dir: &Path, json: bool) -> anyhow::Result<()> {
+    let peer = identity::load(data_dir)?.public().to_peer_id();
+    let config = RawConfig::load(data_dir)?.validate(data_dir)?;
+    let index = data_dir.join("index");
+    let seen = if index.exists() {
+        Some(DiskStore::inspect(data_dir).context("read the piece index")?)
+    } else {
+        None
+    };
+    let (pieces, used) = seen.as_ref().map_or((0, 0), |s| (s.pieces, s.used_bytes));
+    let counters = seen.map(|s| s.counters).unwrap_or_default();
+    let gateways: Vec<String> = config
+        .gateways
+        .iter()
+        .map(|g: &GatewayAddr| g.addr.to_string())
+        .collect();
+    let report = StatusReport {
+        node_id: peer.to_string(),
+        pieces,
+        used_bytes: used,
+        capacity_bytes: config.capacity,
+        audits_answered: counters.audits_answered,
+        audits_failed: counters.audits_failed,
+        last_scrub_finished_ms: counters.last_scrub_finished_ms,
+        scrub_corrupt_found: counters.scrub_corrupt_found,
+        gateways: gateways.clone(),
+    };
+    let text = if json {
+        serde_json::to_string_pretty(&report).context("format the status")?
+    } else {
+        let percent = used as f64 * 100.0 / config.capacity as f64;
+        format!(
+            "node       {peer}\n\
+             pieces     {pieces}\n\
+             used       {} of {} ({percent:.1} %)\n\
+             audits     {} answered, {} failed\n\
+             last scrub {}\n\
+             corrupt    {} found by scrubs\n\
+             gateways   {}",
+            format_size(used),
+            format_size(config.capacity),
+            counters.audits_answered,
+            counters.audits_failed,
+            counters
+                .last_scrub_finished_ms
+                .map_or("never".to_string(), |t| format!("{t} ms since the epoch")),
+            counters.scrub_corrupt_found,
+            gateways.join(", "),
+        )
+    };
+    #[allow(clippy::print_stdout)]
+    {
+        println!("{text}");
+    }
+    Ok(())
 }
