@@ -148,6 +148,23 @@ fn id_from_key(key: &[u8]) -> Option<PieceId> {
     Some(PieceId::from_bytes(bytes))
 }
 
+/// Bytes and pieces recorded in the index (unreadable records are skipped; reads of them report
+/// them).
+fn totals(db: &DB, pieces: &rocksdb::ColumnFamily) -> Result<(u64, u64), StoreError> {
+    let (mut used, mut count) = (0u64, 0u64);
+    for item in db.iterator_cf(pieces, IteratorMode::Start) {
+        let (key, value) = item?;
+        let Some(id) = id_from_key(&key) else {
+            continue;
+        };
+        if let Ok(rec) = Record::decode(&id, &value) {
+            used += rec.len;
+            count += 1;
+        }
+    }
+    Ok((used, count))
+}
+
 impl DiskStore {
     /// Opens (or creates) the store under `root`, removes unacknowledged leftovers of a crash,
     /// and counts what it holds.
@@ -182,17 +199,7 @@ impl DiskStore {
             let entry = entry.map_err(|e| StoreError::io("list tmp", e))?;
             let _ = fs::remove_file(entry.path());
         }
-        let (mut used, mut count) = (0u64, 0u64);
-        for item in self.db.iterator_cf(self.cf(CF_PIECES), IteratorMode::Start) {
-            let (key, value) = item?;
-            let Some(id) = id_from_key(&key) else {
-                continue;
-            };
-            if let Ok(rec) = Record::decode(&id, &value) {
-                used += rec.len;
-                count += 1;
-            }
-        }
+        let (used, count) = totals(&self.db, self.cf(CF_PIECES))?;
         self.used.store(used, Ordering::SeqCst);
         self.count.store(count, Ordering::SeqCst);
         self.remove_orphan_files()
@@ -238,17 +245,7 @@ impl DiskStore {
         let pieces_cf = db
             .cf_handle(CF_PIECES)
             .ok_or(StoreError::MissingColumnFamily)?;
-        let (mut used, mut count) = (0u64, 0u64);
-        for item in db.iterator_cf(pieces_cf, IteratorMode::Start) {
-            let (key, value) = item?;
-            let Some(id) = id_from_key(&key) else {
-                continue;
-            };
-            if let Ok(rec) = Record::decode(&id, &value) {
-                used += rec.len;
-                count += 1;
-            }
-        }
+        let (used, count) = totals(&db, pieces_cf)?;
         let state_cf = db
             .cf_handle(CF_STATE)
             .ok_or(StoreError::MissingColumnFamily)?;
