@@ -5,11 +5,19 @@
 //!   trait, with an in-memory stand-in for tests.
 //! - [`protocol`]: the versioned, size-limited, validated messages between gateway and node, and
 //!   their framing on any byte stream. The gateway links this module.
+//! - [`net`]: the libp2p host (TCP, TLS or Noise, Yamux) owned by one task, with a handle.
+//! - [`node`]: the node side: serving authorized gateways, keeping registered with them.
+//! - [`daemon`]: `storage-node run`, the composition root.
+//! - [`client`]: the gateway side: pooled calls to nodes, accepting registrations.
 //! - [`config`], [`identity`], [`units`]: the operator's configuration file, the node's ed25519
 //!   identity, and human-friendly sizes and durations.
 
+pub mod client;
 pub mod config;
+pub mod daemon;
 pub mod identity;
+pub mod net;
+pub mod node;
 pub mod protocol;
 pub mod store;
 pub mod units;

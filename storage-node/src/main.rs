@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! storage-node init   --data-dir DIR --capacity 500GiB --gateway MULTIADDR [--label k=v] [--listen MULTIADDR]
+//! storage-node run    --data-dir DIR [--capacity SIZE] [--listen MULTIADDR] [--metrics-listen ADDR]
 //! storage-node id     --data-dir DIR
 //! storage-node status --data-dir DIR [--json]
 //! ```
@@ -51,6 +52,20 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9101")]
         metrics_listen: String,
     },
+    /// Run the node until SIGINT or SIGTERM.
+    Run {
+        #[arg(long, env = "STORAGE_NODE_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Override the configured capacity.
+        #[arg(long, env = "STORAGE_NODE_CAPACITY")]
+        capacity: Option<String>,
+        /// Override the configured listen addresses (repeat for more).
+        #[arg(long = "listen", env = "STORAGE_NODE_LISTEN", value_delimiter = ',')]
+        listen: Vec<String>,
+        /// Override the configured metrics address.
+        #[arg(long, env = "STORAGE_NODE_METRICS_LISTEN")]
+        metrics_listen: Option<String>,
+    },
     /// Print the node id (its libp2p peer id).
     Id {
         #[arg(long, env = "STORAGE_NODE_DATA_DIR")]
@@ -84,6 +99,12 @@ fn main() -> ExitCode {
             listen,
             metrics_listen,
         ),
+        Command::Run {
+            data_dir,
+            capacity,
+            listen,
+            metrics_listen,
+        } => run(&data_dir, capacity, listen, metrics_listen),
         Command::Id { data_dir } => id(&data_dir),
         Command::Status { data_dir, json } => status(&data_dir, json),
     };
@@ -138,6 +159,39 @@ fn init(
         format_size(parse_size(&raw.capacity)?),
     );
     Ok(())
+}
+
+fn run(
+    data_dir: &Path,
+    capacity: Option<String>,
+    listen: Vec<String>,
+    metrics_listen: Option<String>,
+) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let mut raw = RawConfig::load(data_dir)?;
+    if let Some(c) = capacity {
+        raw.capacity = c;
+    }
+    if !listen.is_empty() {
+        raw.listen = listen;
+    }
+    if let Some(m) = metrics_listen {
+        raw.metrics_listen = m;
+    }
+    let config = raw.validate(data_dir)?;
+    let keypair = identity::load(data_dir)?;
+    let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
+    runtime.block_on(async {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        storage_node::daemon::cancel_on_signals(shutdown.clone())?;
+        storage_node::daemon::run(config, keypair, shutdown).await
+    })
 }
 
 fn id(data_dir: &Path) -> anyhow::Result<()> {

@@ -1,0 +1,119 @@
+//! `storage-node run`: the composition root of a running node. Builds the store, the host and
+//! the service from the configuration, runs until SIGINT or SIGTERM, and shuts down in order.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::net;
+use crate::node::{keep_registered, NodeService};
+use crate::protocol::Registration;
+use crate::store::{DiskStore, DiskStoreOptions, NodeCounters, PieceStore};
+
+/// How long in-flight requests may take to finish at shutdown.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// Free bytes on the filesystem holding `path`.
+pub fn disk_free(path: &std::path::Path) -> Option<u64> {
+    let s = rustix::fs::statvfs(path).ok()?;
+    Some(s.f_bavail.saturating_mul(s.f_frsize))
+}
+
+/// Runs the node until `shutdown` fires.
+pub async fn run(
+    config: Config,
+    keypair: libp2p::identity::Keypair,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let store = Arc::new(
+        DiskStore::open(&config.data_dir, DiskStoreOptions::new(config.capacity))
+            .context("open the piece store")?,
+    );
+    let stats = store.stats();
+    tracing::info!(
+        node = %keypair.public().to_peer_id(),
+        pieces = stats.pieces,
+        used = stats.used_bytes,
+        capacity = stats.capacity_bytes,
+        "store open"
+    );
+    let saved = store.counters().context("read the node counters")?;
+
+    let host = net::spawn(keypair.clone())?;
+    for addr in &config.listen {
+        host.listen(addr.clone())
+            .await
+            .with_context(|| format!("listen on {addr}"))?;
+    }
+
+    let data_dir = config.data_dir.clone();
+    let service = Arc::new(NodeService::new(
+        store.clone(),
+        keypair,
+        config.gateways.iter().map(|g| g.peer),
+        Box::new(move || disk_free(&data_dir)),
+    ));
+
+    for gateway in config.gateways.clone() {
+        let (service, host2, labels) = (service.clone(), host.clone(), config.labels.clone());
+        let registration = move || {
+            let stats = service.stats();
+            let listen = host2
+                .listen_addrs_now()
+                .iter()
+                .take(crate::protocol::MAX_LISTEN_ADDRS)
+                .map(|a| a.to_string())
+                .collect();
+            Registration {
+                software: format!("storage-node {}", env!("CARGO_PKG_VERSION")),
+                capacity_bytes: stats.capacity_bytes,
+                used_bytes: stats.used_bytes,
+                disk_free_bytes: stats.disk_free_bytes,
+                labels: labels.clone(),
+                listen,
+            }
+        };
+        tokio::spawn(keep_registered(
+            host.clone(),
+            gateway,
+            registration,
+            shutdown.clone(),
+        ));
+    }
+
+    service
+        .clone()
+        .serve(&host, shutdown.clone(), SHUTDOWN_GRACE)
+        .await?;
+
+    let c = &service.counters;
+    let counters = NodeCounters {
+        audits_answered: saved.audits_answered + c.audits_answered.load(Ordering::Relaxed),
+        audits_failed: saved.audits_failed + c.audits_failed.load(Ordering::Relaxed),
+        ..saved
+    };
+    store
+        .save_counters(&counters)
+        .context("save the node counters")?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// Cancels `token` on SIGINT or SIGTERM.
+pub fn cancel_on_signals(token: CancellationToken) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("listen for SIGINT")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+        token.cancel();
+    });
+    Ok(())
+}

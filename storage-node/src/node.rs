@@ -1,0 +1,366 @@
+//! The node side of the protocol: serve authorized gateways from the piece store, and keep
+//! registered with every configured gateway.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use libp2p::identity::Keypair;
+use libp2p::{PeerId, Stream, StreamProtocol};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::GatewayAddr;
+use crate::net::HostHandle;
+use crate::protocol::{
+    read_header, read_payload, write_frame, ErrorKind, NodeStats, ProtocolError, Registration,
+    RegistrationReply, Request, Response, NODE_PROTOCOL, REGISTER_PROTOCOL,
+};
+use crate::store::{PieceStore, PutOutcome, StoreError};
+
+/// Most streams served at once; more are refused (the gateway retries).
+pub const MAX_STREAMS: usize = 256;
+/// Longest a peer may take to deliver a payload it announced.
+pub const PAYLOAD_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Counters the node keeps while it runs.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub requests: AtomicU64,
+    pub refused_unauthorized: AtomicU64,
+    pub audits_answered: AtomicU64,
+    pub audits_failed: AtomicU64,
+}
+
+/// Serves the protocol from a store.
+pub struct NodeService {
+    store: Arc<dyn PieceStore>,
+    keypair: Keypair,
+    gateways: HashSet<PeerId>,
+    streams: Arc<Semaphore>,
+    /// Free bytes on the disk holding the store (`None`: report capacity − used).
+    disk_free: Box<dyn Fn() -> Option<u64> + Send + Sync>,
+    pub counters: Counters,
+}
+
+impl std::fmt::Debug for NodeService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeService")
+            .field("gateways", &self.gateways)
+            .finish()
+    }
+}
+
+fn error_kind(e: &StoreError) -> ErrorKind {
+    match e {
+        StoreError::NotFound { .. } => ErrorKind::NotFound,
+        StoreError::Corrupt { .. } => ErrorKind::Corrupt,
+        StoreError::CapacityFull { .. } | StoreError::DiskFull => ErrorKind::CapacityFull,
+        StoreError::IdMismatch { .. }
+        | StoreError::PieceLength { .. }
+        | StoreError::Range { .. }
+        | StoreError::Challenge { .. } => ErrorKind::BadRequest,
+        StoreError::Io { .. }
+        | StoreError::Index(_)
+        | StoreError::BadRecord { .. }
+        | StoreError::MissingColumnFamily => ErrorKind::Internal,
+    }
+}
+
+impl NodeService {
+    /// A service answering only `gateways`, signing proofs with `keypair`.
+    pub fn new(
+        store: Arc<dyn PieceStore>,
+        keypair: Keypair,
+        gateways: impl IntoIterator<Item = PeerId>,
+        disk_free: Box<dyn Fn() -> Option<u64> + Send + Sync>,
+    ) -> Self {
+        NodeService {
+            store,
+            keypair,
+            gateways: gateways.into_iter().collect(),
+            streams: Arc::new(Semaphore::new(MAX_STREAMS)),
+            disk_free,
+            counters: Counters::default(),
+        }
+    }
+
+    /// Current usage, as reported in stats and registrations.
+    pub fn stats(&self) -> NodeStats {
+        let s = self.store.stats();
+        let headroom = s.capacity_bytes.saturating_sub(s.used_bytes);
+        NodeStats {
+            pieces: s.pieces,
+            used_bytes: s.used_bytes,
+            capacity_bytes: s.capacity_bytes,
+            disk_free_bytes: (self.disk_free)().map_or(headroom, |free| free.min(headroom)),
+        }
+    }
+
+    /// Runs one store call off the async threads.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn PieceStore) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, Response> {
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || f(store.as_ref())).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                let kind = error_kind(&e);
+                if kind == ErrorKind::Internal {
+                    tracing::error!(error = %e, "store failure");
+                }
+                Err(Response::error(kind, e.to_string()))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "store task failed");
+                Err(Response::error(ErrorKind::Internal, "store task failed"))
+            }
+        }
+    }
+
+    /// Answers one authorized request. Returns the response and its payload.
+    pub async fn handle(&self, request: Request, payload: Vec<u8>) -> (Response, Vec<u8>) {
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let result = match request {
+            Request::PutPiece { id, .. } => {
+                self.blocking(move |s| s.put(id, &payload))
+                    .await
+                    .map(|outcome| {
+                        let already = outcome == PutOutcome::AlreadyStored;
+                        (Response::Stored { already }, Vec::new())
+                    })
+            }
+            Request::GetPiece { id, range } => self
+                .blocking(move |s| s.get(&id, range.map(|r| r.range())))
+                .await
+                .map(|bytes| {
+                    (
+                        Response::Piece {
+                            len: bytes.len() as u64,
+                        },
+                        bytes,
+                    )
+                }),
+            Request::DeletePieces { ids } => self
+                .blocking(move |s| {
+                    let mut deleted = 0;
+                    for id in &ids {
+                        if s.delete(id)? {
+                            deleted += 1;
+                        }
+                    }
+                    Ok((deleted, ids.len() as u32 - deleted))
+                })
+                .await
+                .map(|(deleted, absent)| (Response::Deleted { deleted, absent }, Vec::new())),
+            Request::Challenge { challenge } => {
+                let c = challenge.clone();
+                match self.blocking(move |s| s.prove(&c)).await {
+                    Ok(proof) => {
+                        let digest = chunker::proof::transcript_hash(&challenge, &proof);
+                        match self.keypair.sign(&digest) {
+                            Ok(signature) => {
+                                self.counters
+                                    .audits_answered
+                                    .fetch_add(1, Ordering::Relaxed);
+                                Ok((Response::Proof { proof, signature }, Vec::new()))
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "signing a proof failed");
+                                Err(Response::error(ErrorKind::Internal, "signing failed"))
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        self.counters.audits_failed.fetch_add(1, Ordering::Relaxed);
+                        Err(e)
+                    }
+                }
+            }
+            Request::Stats => Ok((Response::Stats(self.stats()), Vec::new())),
+            Request::Ping { nonce } => Ok((Response::Pong { nonce }, Vec::new())),
+        };
+        result.unwrap_or_else(|error| (error, Vec::new()))
+    }
+
+    /// Serves one stream until the peer closes it: a sequence of request/response exchanges.
+    /// Peers that are not configured gateways get `Unauthorized` and the stream is closed.
+    pub async fn serve_stream(&self, peer: PeerId, mut stream: Stream, cancel: &CancellationToken) {
+        loop {
+            let next = tokio::select! {
+                next = read_header(&mut stream) => next,
+                // Between requests: stop serving when the node shuts down.
+                () = cancel.cancelled() => return,
+            };
+            let request: Request = match next {
+                Ok(r) => r,
+                Err(ProtocolError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    return
+                }
+                Err(ProtocolError::Io(_)) => return,
+                Err(ProtocolError::Version { found }) => {
+                    let reply = Response::error(
+                        ErrorKind::UnsupportedVersion,
+                        format!(
+                            "this node speaks protocol {}, not {found}",
+                            crate::protocol::PROTOCOL_VERSION
+                        ),
+                    );
+                    let _ = write_frame(&mut stream, &reply, &[]).await;
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "bad request");
+                    let _ = write_frame(
+                        &mut stream,
+                        &Response::error(ErrorKind::BadRequest, e.to_string()),
+                        &[],
+                    )
+                    .await;
+                    return;
+                }
+            };
+            if !self.gateways.contains(&peer) {
+                self.counters
+                    .refused_unauthorized
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%peer, kind = request.kind(), "refused a request from a peer that is not one of our gateways");
+                let reply = Response::error(
+                    ErrorKind::Unauthorized,
+                    "this node takes orders only from its configured gateways",
+                );
+                let _ = write_frame(&mut stream, &reply, &[]).await;
+                return;
+            }
+            let len = request.payload_len();
+            let payload = if len > 0 {
+                match tokio::time::timeout(PAYLOAD_TIMEOUT, read_payload(&mut stream, len)).await {
+                    Ok(Ok(p)) => p,
+                    _ => return,
+                }
+            } else {
+                Vec::new()
+            };
+            let (response, data) = self.handle(request, payload).await;
+            if write_frame(&mut stream, &response, &data).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Accepts node-protocol streams until `cancel` fires, serving each in its own task (at most
+    /// [`MAX_STREAMS`] at once). Returns once in-flight requests have finished or `grace` passed.
+    pub async fn serve(
+        self: Arc<Self>,
+        host: &HostHandle,
+        cancel: CancellationToken,
+        grace: Duration,
+    ) -> anyhow::Result<()> {
+        let mut incoming = host
+            .control()
+            .accept(StreamProtocol::new(NODE_PROTOCOL))
+            .map_err(|_| anyhow::anyhow!("the node protocol is already being served"))?;
+        loop {
+            let (peer, stream) = tokio::select! {
+                next = incoming.next() => match next {
+                    Some(s) => s,
+                    None => break,
+                },
+                () = cancel.cancelled() => break,
+            };
+            match self.streams.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    let service = self.clone();
+                    let cancel = cancel.clone();
+                    tokio::spawn(async move {
+                        service.serve_stream(peer, stream, &cancel).await;
+                        drop(permit);
+                    });
+                }
+                Err(_) => tracing::warn!(%peer, "too many streams; refusing one"),
+            }
+        }
+        drop(incoming);
+        // Wait for the streams being served to finish (the stores' writes are atomic anyway).
+        let all = MAX_STREAMS as u32;
+        if tokio::time::timeout(grace, self.streams.acquire_many(all))
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutting down with requests still in flight");
+        }
+        Ok(())
+    }
+}
+
+/// Keeps the node registered with one gateway until `cancel` fires: dials it (the node's own
+/// connection is what a node behind NAT is reached through), sends a registration, repeats it
+/// at the heartbeat the gateway asks for, and starts over with backoff when anything fails.
+pub async fn keep_registered(
+    host: HostHandle,
+    gateway: GatewayAddr,
+    registration: impl Fn() -> Registration + Send + Sync,
+    cancel: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(500);
+    let max_backoff = Duration::from_secs(30);
+    while !cancel.is_cancelled() {
+        match register_once(&host, &gateway, &registration, &cancel).await {
+            Ok(()) => backoff = Duration::from_millis(500),
+            Err(e) => {
+                tracing::warn!(gateway = %gateway.peer, error = %e, "registration failed; retrying in {backoff:?}")
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = cancel.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(max_backoff);
+    }
+}
+
+async fn register_once(
+    host: &HostHandle,
+    gateway: &GatewayAddr,
+    registration: &(impl Fn() -> Registration + Send + Sync),
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
+    if !host.is_connected(&gateway.peer) {
+        host.dial(gateway.addr.clone()).await?;
+        if !host
+            .wait_connected(&gateway.peer, Duration::from_secs(10))
+            .await
+        {
+            anyhow::bail!("could not connect to {}", gateway.addr);
+        }
+    }
+    let mut stream = host
+        .control()
+        .open_stream(gateway.peer, StreamProtocol::new(REGISTER_PROTOCOL))
+        .await
+        .map_err(|e| anyhow::anyhow!("open a registration stream: {e}"))?;
+    let mut announced = false;
+    loop {
+        write_frame(&mut stream, &registration(), &[]).await?;
+        match read_header::<_, RegistrationReply>(&mut stream).await? {
+            RegistrationReply::Accepted { heartbeat_secs } => {
+                if !announced {
+                    tracing::info!(gateway = %gateway.peer, "registered");
+                    announced = true;
+                }
+                let heartbeat = Duration::from_secs(u64::from(heartbeat_secs.clamp(1, 3600)));
+                tokio::select! {
+                    () = tokio::time::sleep(heartbeat) => {}
+                    () = host.wait_disconnected(&gateway.peer) => anyhow::bail!("connection to the gateway lost"),
+                    () = cancel.cancelled() => return Ok(()),
+                }
+            }
+            RegistrationReply::Refused { reason } => {
+                anyhow::bail!("the gateway refused us: {reason}")
+            }
+        }
+    }
+}

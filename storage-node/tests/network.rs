@@ -1,0 +1,346 @@
+//! Two real libp2p peers on loopback: a gateway (the client side of the protocol) and a node
+//! serving a real disk store. The node dials the gateway, as a node behind NAT does, and every
+//! order travels over that connection. A third peer that is not a configured gateway is refused.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chunker::proof::verify;
+use chunker::{Challenge, PieceId};
+use libp2p::identity::Keypair;
+use libp2p::{Multiaddr, PeerId};
+use storage_node::client::{serve_registrations, verify_proof_signature, ClientError, NodeClient};
+use storage_node::config::GatewayAddr;
+use storage_node::net::{self, HostHandle};
+use storage_node::node::{keep_registered, NodeService};
+use storage_node::protocol::{
+    ByteRange, ErrorKind, Registration, RegistrationReply, Request, Response,
+};
+use storage_node::store::{DiskStore, DiskStoreOptions};
+use tokio_util::sync::CancellationToken;
+
+const T: Duration = Duration::from_secs(10);
+
+fn piece(len: usize, seed: u8) -> (PieceId, Vec<u8>) {
+    let data: Vec<u8> = (0..len)
+        .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+        .collect();
+    (PieceId::of(&data), data)
+}
+
+/// The error kind a node answered with, if the failure was a node's answer.
+fn node_error(err: &ClientError) -> Option<ErrorKind> {
+    match err {
+        ClientError::Node { kind, .. } => Some(*kind),
+        _ => None,
+    }
+}
+
+struct Gateway {
+    host: HostHandle,
+    addr: Multiaddr,
+    registrations: Arc<Mutex<Vec<(PeerId, Registration)>>>,
+}
+
+async fn gateway() -> Gateway {
+    let host = net::spawn(Keypair::generate_ed25519()).unwrap();
+    host.listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .await
+        .unwrap();
+    let addr = host.listen_addrs(T).await.remove(0);
+    let registrations = Arc::new(Mutex::new(Vec::new()));
+    let seen = registrations.clone();
+    tokio::spawn(serve_registrations(
+        host.clone(),
+        Arc::new(move |peer, reg| {
+            seen.lock().unwrap().push((peer, reg));
+            RegistrationReply::Accepted { heartbeat_secs: 1 }
+        }),
+        64,
+    ));
+    Gateway {
+        host,
+        addr,
+        registrations,
+    }
+}
+
+struct Node {
+    peer: PeerId,
+    host: HostHandle,
+    cancel: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+async fn node(gateway: &Gateway, capacity: u64) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let keypair = Keypair::generate_ed25519();
+    let peer = keypair.public().to_peer_id();
+    let store = Arc::new(DiskStore::open(dir.path(), DiskStoreOptions::new(capacity)).unwrap());
+    let host = net::spawn(keypair.clone()).unwrap();
+    host.listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .await
+        .unwrap();
+    let service = Arc::new(NodeService::new(
+        store,
+        keypair,
+        [gateway.host.peer_id()],
+        Box::new(|| None),
+    ));
+    let cancel = CancellationToken::new();
+    let gw = GatewayAddr {
+        addr: gateway
+            .addr
+            .clone()
+            .with(libp2p::multiaddr::Protocol::P2p(gateway.host.peer_id())),
+        peer: gateway.host.peer_id(),
+    };
+    let s = service.clone();
+    let registration = move || {
+        let st = s.stats();
+        Registration {
+            software: "storage-node test".into(),
+            capacity_bytes: st.capacity_bytes,
+            used_bytes: st.used_bytes,
+            disk_free_bytes: st.disk_free_bytes,
+            labels: [("region".to_string(), "test".to_string())].into(),
+            listen: vec![],
+        }
+    };
+    tokio::spawn(keep_registered(
+        host.clone(),
+        gw,
+        registration,
+        cancel.clone(),
+    ));
+    let (h, c) = (host.clone(), cancel.clone());
+    tokio::spawn(async move { service.serve(&h, c, Duration::from_secs(5)).await });
+    Node {
+        peer,
+        host,
+        cancel,
+        _dir: dir,
+    }
+}
+
+async fn wait_registered(gateway: &Gateway, node: &PeerId) -> Registration {
+    for _ in 0..100 {
+        if let Some((_, r)) = gateway
+            .registrations
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(p, _)| p == node)
+        {
+            return r.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("node {node} never registered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_drives_every_message_over_the_connection_the_node_opened() {
+    let gw = gateway().await;
+    let n = node(&gw, 64 << 20).await;
+    let reg = wait_registered(&gw, &n.peer).await;
+    assert_eq!(reg.capacity_bytes, 64 << 20);
+    assert_eq!(reg.labels["region"], "test");
+    // The gateway never dialed: the connection is the node's.
+    assert!(gw.host.is_connected(&n.peer));
+
+    let client = NodeClient::new(gw.host.clone());
+    let call = |req: Request, payload: Vec<u8>| {
+        let client = client.clone();
+        let peer = n.peer;
+        async move { client.call(peer, &req, &payload, T).await }
+    };
+
+    assert_eq!(
+        call(Request::Ping { nonce: 7 }, vec![]).await.unwrap().0,
+        Response::Pong { nonce: 7 }
+    );
+
+    let (id, data) = piece(300_000, 1);
+    let put = Request::PutPiece {
+        id,
+        len: data.len() as u64,
+    };
+    assert_eq!(
+        call(put.clone(), data.clone()).await.unwrap().0,
+        Response::Stored { already: false }
+    );
+    assert_eq!(
+        call(put, data.clone()).await.unwrap().0,
+        Response::Stored { already: true }
+    );
+
+    let (resp, bytes) = call(Request::GetPiece { id, range: None }, vec![])
+        .await
+        .unwrap();
+    assert_eq!(resp, Response::Piece { len: 300_000 });
+    assert_eq!(bytes, data);
+    let range = ByteRange {
+        start: 70_000,
+        end: 70_100,
+    };
+    let (_, bytes) = call(
+        Request::GetPiece {
+            id,
+            range: Some(range),
+        },
+        vec![],
+    )
+    .await
+    .unwrap();
+    assert_eq!(bytes, data[70_000..70_100]);
+
+    let challenge = Challenge::random(id, 300_000, 4).unwrap();
+    match call(
+        Request::Challenge {
+            challenge: challenge.clone(),
+        },
+        vec![],
+    )
+    .await
+    .unwrap()
+    .0
+    {
+        Response::Proof { proof, signature } => {
+            verify(&challenge, &proof).unwrap();
+            assert!(verify_proof_signature(
+                &n.peer, &challenge, &proof, &signature
+            ));
+            assert!(!verify_proof_signature(
+                &gw.host.peer_id(),
+                &challenge,
+                &proof,
+                &signature
+            ));
+        }
+        other => panic!("expected a proof, got {other:?}"),
+    }
+
+    match call(Request::Stats, vec![]).await.unwrap().0 {
+        Response::Stats(s) => assert_eq!((s.pieces, s.used_bytes), (1, 300_000)),
+        other => panic!("expected stats, got {other:?}"),
+    }
+
+    // Wrong bytes for an id: refused, nothing kept.
+    let (other_id, _) = piece(1000, 2);
+    let err = call(
+        Request::PutPiece {
+            id: other_id,
+            len: 5,
+        },
+        vec![1, 2, 3, 4, 5],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(node_error(&err), Some(ErrorKind::BadRequest), "{err}");
+
+    let deleted = call(
+        Request::DeletePieces {
+            ids: vec![id, other_id],
+        },
+        vec![],
+    )
+    .await
+    .unwrap()
+    .0;
+    assert_eq!(
+        deleted,
+        Response::Deleted {
+            deleted: 1,
+            absent: 1
+        }
+    );
+    let err = call(Request::GetPiece { id, range: None }, vec![])
+        .await
+        .unwrap_err();
+    assert_eq!(node_error(&err), Some(ErrorKind::NotFound), "{err}");
+
+    n.cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_puts_all_land_and_capacity_is_refused_cleanly() {
+    let gw = gateway().await;
+    let n = node(&gw, 20 * 1024 * 1024).await;
+    wait_registered(&gw, &n.peer).await;
+    let client = NodeClient::new(gw.host.clone());
+    let tasks: Vec<_> = (0..16u8)
+        .map(|i| {
+            let client = client.clone();
+            let peer = n.peer;
+            tokio::spawn(async move {
+                let (id, data) = piece(1 << 20, i);
+                let req = Request::PutPiece {
+                    id,
+                    len: data.len() as u64,
+                };
+                client.call(peer, &req, &data, T).await.map(|r| r.0)
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(
+            t.await.unwrap().unwrap(),
+            Response::Stored { already: false }
+        );
+    }
+    // 16 MiB held of 20: five more MiB do not fit.
+    let results: Vec<_> = futures::future::join_all((16..21u8).map(|i| {
+        let client = client.clone();
+        async move {
+            let (id, data) = piece(1 << 20, i);
+            client
+                .call(n.peer, &Request::PutPiece { id, len: 1 << 20 }, &data, T)
+                .await
+        }
+    }))
+    .await;
+    let full = results
+        .iter()
+        .filter(|r| {
+            matches!(
+                r,
+                Err(ClientError::Node {
+                    kind: ErrorKind::CapacityFull,
+                    ..
+                })
+            )
+        })
+        .count();
+    assert_eq!((results.len() - full, full), (4, 1));
+    n.cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_is_not_a_configured_gateway_is_refused() {
+    let gw = gateway().await;
+    let n = node(&gw, 1 << 20).await;
+    wait_registered(&gw, &n.peer).await;
+    let node_addr = n.host.listen_addrs(T).await.remove(0);
+
+    let stranger = net::spawn(Keypair::generate_ed25519()).unwrap();
+    stranger
+        .dial(node_addr.with(libp2p::multiaddr::Protocol::P2p(n.peer)))
+        .await
+        .unwrap();
+    assert!(stranger.wait_connected(&n.peer, T).await);
+    let client = NodeClient::new(stranger);
+    for req in [Request::Ping { nonce: 1 }, Request::Stats] {
+        let err = client.call(n.peer, &req, &[], T).await.unwrap_err();
+        assert_eq!(node_error(&err), Some(ErrorKind::Unauthorized), "{err}");
+    }
+    let (id, data) = piece(5000, 3);
+    let err = client
+        .call(n.peer, &Request::PutPiece { id, len: 5000 }, &data, T)
+        .await
+        .unwrap_err();
+    assert_eq!(node_error(&err), Some(ErrorKind::Unauthorized), "{err}");
+    n.cancel.cancel();
+}
