@@ -1,0 +1,198 @@
+//! Piece transfer over loopback: our libp2p stack (TCP + TLS + Yamux, `libp2p-stream`, our
+//! framing) against plain HTTP/1.1 (axum server, keep-alive client), 1 MiB pieces, at
+//! concurrency 1 and 16. Reports throughput and the CPU time both sides spent per GB.
+//!
+//! `cargo bench -p benches --bench transport` (add `-- --quick` for a short run).
+//!
+//! Both ends run in this process, so CPU-s/GB is the sum of sender and receiver. The receiver
+//! only reads the bytes (no hashing, no storing): this measures the transport.
+
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::routing::put;
+use chunker::PieceId;
+use futures::StreamExt;
+use libp2p::identity::Keypair;
+use libp2p::StreamProtocol;
+use storage_node::net;
+use storage_node::protocol::{read_header, read_payload, write_frame, Request, Response};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const PIECE: usize = 1 << 20;
+
+/// Process CPU time (all threads, user + system) so far.
+fn cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+struct Figures {
+    gb_per_s: f64,
+    cpu_s_per_gb: f64,
+}
+
+async fn measure<F, Fut>(concurrency: usize, total: usize, one: F) -> Figures
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let (wall, cpu) = (Instant::now(), cpu_time());
+    let per_worker = total / concurrency;
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let one = one.clone();
+            tokio::spawn(async move {
+                for _ in 0..per_worker {
+                    one().await;
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.unwrap();
+    }
+    let gb = (per_worker * concurrency * PIECE) as f64 / 1e9;
+    Figures {
+        gb_per_s: gb / wall.elapsed().as_secs_f64(),
+        cpu_s_per_gb: (cpu_time() - cpu).as_secs_f64() / gb,
+    }
+}
+
+/// libp2p: one pooled stream per worker, our request/response framing.
+async fn libp2p_run(concurrency: usize, total: usize) -> Figures {
+    let server = net::spawn(Keypair::generate_ed25519()).unwrap();
+    server
+        .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .await
+        .unwrap();
+    let addr = server.listen_addrs(Duration::from_secs(5)).await.remove(0);
+    let protocol = StreamProtocol::new("/bench/put/1");
+    let mut incoming = server.control().accept(protocol.clone()).unwrap();
+    tokio::spawn(async move {
+        while let Some((_, mut stream)) = incoming.next().await {
+            tokio::spawn(async move {
+                while let Ok(req) = read_header::<_, Request>(&mut stream).await {
+                    if read_payload(&mut stream, req.payload_len()).await.is_err() {
+                        return;
+                    }
+                    let reply = Response::Stored { already: false };
+                    if write_frame(&mut stream, &reply, &[]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let client = net::spawn(Keypair::generate_ed25519()).unwrap();
+    client.dial(addr).await.unwrap();
+    assert!(
+        client
+            .wait_connected(&server.peer_id(), Duration::from_secs(5))
+            .await
+    );
+    let data = Arc::new(vec![7u8; PIECE]);
+    let request = Request::PutPiece {
+        id: PieceId::of(&data),
+        len: PIECE as u64,
+    };
+    // One long-lived stream per worker, opened up front.
+    let mut streams = Vec::new();
+    for _ in 0..concurrency {
+        let s = client
+            .control()
+            .open_stream(server.peer_id(), protocol.clone())
+            .await
+            .unwrap();
+        streams.push(Arc::new(tokio::sync::Mutex::new(s)));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    measure(concurrency, total, move || {
+        let (streams, next, data, request) =
+            (streams.clone(), next.clone(), data.clone(), request.clone());
+        async move {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % streams.len();
+            let mut s = streams[i].lock().await;
+            write_frame(&mut *s, &request, &data).await.unwrap();
+            let _: Response = read_header(&mut *s).await.unwrap();
+        }
+    })
+    .await
+}
+
+/// Plain HTTP/1.1: an axum server that reads each body; a minimal keep-alive client per worker.
+async fn http_run(concurrency: usize, total: usize) -> Figures {
+    let app = axum::Router::new()
+        .route(
+            "/piece",
+            put(|body: axum::body::Bytes| async move { body.len().to_string() }),
+        )
+        .layer(axum::extract::DefaultBodyLimit::max(PIECE * 2));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let data = Arc::new(vec![7u8; PIECE]);
+    let mut conns = Vec::new();
+    for _ in 0..concurrency {
+        let c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        c.set_nodelay(true).unwrap();
+        conns.push(Arc::new(tokio::sync::Mutex::new(c)));
+    }
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    measure(concurrency, total, move || {
+        let (conns, next, data) = (conns.clone(), next.clone(), data.clone());
+        async move {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % conns.len();
+            let mut c = conns[i].lock().await;
+            let head =
+                format!("PUT /piece HTTP/1.1\r\nHost: bench\r\nContent-Length: {PIECE}\r\n\r\n");
+            c.write_all(head.as_bytes()).await.unwrap();
+            c.write_all(&data).await.unwrap();
+            // The answer is small: headers plus "1048576".
+            let mut buf = [0u8; 512];
+            let mut got = Vec::new();
+            loop {
+                let n = c.read(&mut buf).await.unwrap();
+                assert!(n > 0, "server closed");
+                got.extend_from_slice(&buf[..n]);
+                if got.ends_with(b"1048576") {
+                    break;
+                }
+            }
+        }
+    })
+    .await
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let total = if quick { 256 } else { 2048 };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    println!("1 MiB pieces over loopback, {total} per run; CPU is both sides together\n");
+    println!("{:<34} {:>10} {:>12}", "transport", "GB/s", "CPU-s/GB");
+    for concurrency in [1, 16] {
+        let http = rt.block_on(http_run(concurrency, total));
+        let p2p = rt.block_on(libp2p_run(concurrency, total));
+        for (name, f) in [
+            ("plain HTTP/1.1 (axum)", &http),
+            ("libp2p TCP+TLS+Yamux, streams", &p2p),
+        ] {
+            println!(
+                "{:<34} {:>10.3} {:>12.2}   concurrency {concurrency}",
+                name, f.gb_per_s, f.cpu_s_per_gb
+            );
+        }
+        println!(
+            "libp2p / HTTP: {:.0} % of the throughput at {:.2}x the CPU per GB\n",
+            p2p.gb_per_s / http.gb_per_s * 100.0,
+            p2p.cpu_s_per_gb / http.cpu_s_per_gb
+        );
+    }
+}
