@@ -403,6 +403,22 @@ impl Outboard {
         self.piece_len
     }
 
+    /// Hashes a piece once into its outboard and checks it against `id` on the way: the same
+    /// work as [`PieceId::verify`] alone, where verifying and then building the outboard would
+    /// hash the piece twice.
+    pub fn verified(id: &PieceId, piece: &[u8]) -> Result<Self, crate::CorruptPiece> {
+        let outboard = Outboard::new(piece);
+        match outboard.root() {
+            Some(actual) if actual == *id => Ok(outboard),
+            Some(actual) => Err(crate::CorruptPiece {
+                expected: *id,
+                actual,
+            }),
+            // One block or less: no tree above the block, hash the (small) piece itself.
+            None => id.verify(piece).map(|()| outboard),
+        }
+    }
+
     /// The root the blocks hash up to, i.e. the piece id, when the piece is longer than one block
     /// (`None` otherwise: a one-block piece has no outboard to check).
     pub fn root(&self) -> Option<PieceId> {

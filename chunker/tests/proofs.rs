@@ -372,3 +372,24 @@ fn spans_verify_against_the_outboard_and_catch_rot() {
         }
     }
 }
+
+#[test]
+fn a_verified_outboard_accepts_only_the_named_piece() {
+    for &len in LENGTHS {
+        let p = piece(len);
+        let id = PieceId::of(&p);
+        assert_eq!(
+            Outboard::verified(&id, &p).unwrap(),
+            Outboard::new(&p),
+            "len {len}"
+        );
+        let mut q = p.clone();
+        q[len / 2] ^= 1;
+        let err = Outboard::verified(&id, &q).unwrap_err();
+        assert_eq!(
+            (err.expected, err.actual),
+            (id, PieceId::of(&q)),
+            "len {len}"
+        );
+    }
+}

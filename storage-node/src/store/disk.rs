@@ -426,7 +426,7 @@ impl DiskStore {
 
 impl PieceStore for DiskStore {
     fn put(&self, id: PieceId, data: &[u8]) -> Result<PutOutcome, StoreError> {
-        check_incoming(&id, data)?;
+        let outboard = check_incoming(&id, data)?;
         let _guard = self.lock(&id);
         if self.record(&id)?.is_some() {
             return Ok(PutOutcome::AlreadyStored);
@@ -439,7 +439,7 @@ impl PieceStore for DiskStore {
             stored_ms: now,
             verified_ms: now,
             inline: data.len() <= self.opts.inline_max,
-            outboard: Outboard::new(data).to_bytes(),
+            outboard: outboard.to_bytes(),
         };
         let result = (|| {
             let mut batch = WriteBatch::default();

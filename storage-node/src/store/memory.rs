@@ -54,7 +54,7 @@ impl MemoryStore {
 
 impl PieceStore for MemoryStore {
     fn put(&self, id: PieceId, data: &[u8]) -> Result<PutOutcome, StoreError> {
-        check_incoming(&id, data)?;
+        let outboard = check_incoming(&id, data)?;
         let mut pieces = self.pieces.write().unwrap_or_else(|p| p.into_inner());
         if pieces.contains_key(&id) {
             return Ok(PutOutcome::AlreadyStored);
@@ -73,7 +73,7 @@ impl PieceStore for MemoryStore {
             id,
             Held {
                 data: data.to_vec(),
-                outboard: Outboard::new(data),
+                outboard,
                 info: PieceInfo {
                     id,
                     len,

@@ -10,7 +10,7 @@
 use std::ops::Range;
 
 use chunker::proof::{ProofError, SpanError};
-use chunker::{Challenge, PieceId, Proof};
+use chunker::{Challenge, Outboard, PieceId, Proof};
 
 mod disk;
 mod memory;
@@ -192,13 +192,14 @@ pub(crate) fn check_range(id: &PieceId, len: u64, range: &Range<u64>) -> Result<
     Ok(())
 }
 
-/// Checks the length and the id of a piece offered for storage.
-pub(crate) fn check_incoming(id: &PieceId, data: &[u8]) -> Result<(), StoreError> {
+/// Checks the length and the id of a piece offered for storage, and returns its outboard
+/// (computed in the same single pass over the bytes).
+pub(crate) fn check_incoming(id: &PieceId, data: &[u8]) -> Result<Outboard, StoreError> {
     let len = data.len() as u64;
     if len == 0 || len > MAX_PIECE_LEN {
         return Err(StoreError::PieceLength { len });
     }
-    id.verify(data).map_err(|e| StoreError::IdMismatch {
+    Outboard::verified(id, data).map_err(|e| StoreError::IdMismatch {
         expected: e.expected,
         actual: e.actual,
     })
