@@ -126,7 +126,7 @@ impl MasterKey {
 
 /// A data key sealed by the master key, as stored in a manifest.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WrappedKey(#[serde(with = "serde_bytes_vec")] Vec<u8>);
+pub struct WrappedKey(#[serde(with = "crate::serde_bytes_vec")] Vec<u8>);
 
 impl WrappedKey {
     /// The stored bytes (format byte, nonce, sealed key, tag).
@@ -143,32 +143,6 @@ impl WrappedKey {
 impl fmt::Debug for WrappedKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "WrappedKey({} bytes)", self.0.len())
-    }
-}
-
-/// Serde helper: a `Vec<u8>` as one byte string rather than a sequence of integers.
-pub(crate) mod serde_bytes_vec {
-    use serde::{Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(v)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = Vec<u8>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a byte string")
-            }
-            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
-                Ok(v.to_vec())
-            }
-            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
-                Ok(v)
-            }
-        }
-        d.deserialize_bytes(V)
     }
 }
 

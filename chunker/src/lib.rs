@@ -44,6 +44,7 @@ pub mod manifest;
 pub mod params;
 pub mod piece;
 pub mod proof;
+mod serde_bytes_vec;
 
 pub use crypto::{CryptoError, DataKey, MasterKey, WrappedKey};
 pub use decoder::{

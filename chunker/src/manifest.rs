@@ -58,10 +58,10 @@ pub enum ManifestError {
 /// The identity of a storage node: the bytes of its libp2p PeerId.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "RawNodeId")]
-pub struct NodeId(#[serde(with = "crate::crypto::serde_bytes_vec")] Vec<u8>);
+pub struct NodeId(#[serde(with = "crate::serde_bytes_vec")] Vec<u8>);
 
 #[derive(Deserialize)]
-struct RawNodeId(#[serde(with = "crate::crypto::serde_bytes_vec")] Vec<u8>);
+struct RawNodeId(#[serde(with = "crate::serde_bytes_vec")] Vec<u8>);
 
 impl TryFrom<RawNodeId> for NodeId {
     type Error = ManifestError;
@@ -152,7 +152,7 @@ pub struct Checksum {
     pub algorithm: ChecksumAlgorithm,
     /// `true` for a composite (checksum of the parts' checksums).
     pub composite: bool,
-    #[serde(with = "crate::crypto::serde_bytes_vec")]
+    #[serde(with = "crate::serde_bytes_vec")]
     pub value: Vec<u8>,
 }
 
@@ -170,7 +170,7 @@ pub enum Body {
     /// A small object kept in the metadata itself: the ciphertext of stream 0, segment 0
     /// (sealed like any segment, but neither coded nor spread).
     Inline {
-        #[serde(with = "crate::crypto::serde_bytes_vec")]
+        #[serde(with = "crate::serde_bytes_vec")]
         ciphertext: Vec<u8>,
     },
     /// Erasure-coded segments in object order.

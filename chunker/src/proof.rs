@@ -224,7 +224,7 @@ fn uniform_below(n: u64) -> Result<u64, ChallengeError> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkProof {
     pub index: u32,
-    #[serde(with = "crate::crypto::serde_bytes_vec")]
+    #[serde(with = "crate::serde_bytes_vec")]
     pub data: Vec<u8>,
     pub siblings: Vec<[u8; 32]>,
 }
