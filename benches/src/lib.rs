@@ -4,18 +4,7 @@
 //! - `chunker`: the encode pipeline (encrypt + code + hash), decoding healthy and degraded, and
 //!   storage proofs.
 //!
-//! The end-to-end load bench against a running network lands with the gateway.
+//! The end-to-end load bench against a running network comes with the gateway's benchmarks.
+//! Test data comes from the `tests` crate's generator, so both sides agree on it.
 
-/// Deterministic incompressible test data.
-pub fn test_data(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
+pub use tests::test_bytes as test_data;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use serde::{Deserialize, Serialize};
 
-use crate::layout::TAG_LEN;
+use crate::layout::{BLOCK_PLAINTEXT_LEN, CIPHER_BLOCK_LEN, TAG_LEN};
 
 /// Length of master and data keys.
 pub const KEY_LEN: usize = 32;
@@ -194,6 +194,37 @@ impl DataKey {
         })
     }
 
+    /// Seals a whole small body as blocks of stream 0, segment 0 (the layout of a
+    /// [`crate::manifest::Body::Inline`] body): `ciphertext_len(plaintext.len())` bytes.
+    pub fn seal_inline(&self, plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let mut out = Vec::with_capacity(crate::layout::ciphertext_len(plaintext.len()));
+        for (b, chunk) in plaintext.chunks(BLOCK_PLAINTEXT_LEN).enumerate() {
+            let start = out.len();
+            out.extend_from_slice(chunk);
+            out.resize(start + chunk.len() + TAG_LEN, 0);
+            self.seal_block(inline_position(b), &mut out[start..])?;
+        }
+        Ok(out)
+    }
+
+    /// Opens what [`DataKey::seal_inline`] sealed; any changed byte is an error.
+    pub fn open_inline(&self, ciphertext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let mut plain = Vec::with_capacity(ciphertext.len());
+        for (b, chunk) in ciphertext.chunks(CIPHER_BLOCK_LEN).enumerate() {
+            let mut block = chunk.to_vec();
+            self.open_block(inline_position(b), &mut block)?;
+            plain.extend_from_slice(&block[..block.len() - TAG_LEN]);
+        }
+        Ok(plain)
+    }
+
+    /// The raw key bytes. Only for keys that are themselves secrets handed to a user (an S3
+    /// access key's secret is a data key wrapped by the master key); object data keys never
+    /// leave their wrapping.
+    pub fn to_bytes(&self) -> [u8; KEY_LEN] {
+        self.raw
+    }
+
     /// Encrypts `block` (the plaintext followed by [`TAG_LEN`] bytes of room) in place.
     pub(crate) fn seal_block(
         &self,
@@ -234,6 +265,14 @@ impl DataKey {
     }
 }
 
+fn inline_position(block: usize) -> BlockPosition {
+    BlockPosition {
+        stream: 0,
+        segment: 0,
+        block: u32::try_from(block).unwrap_or(u32::MAX),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,6 +307,28 @@ mod tests {
         );
         assert!(master.unwrap(&WrappedKey::from_bytes(vec![1; 3])).is_err());
         assert!(MasterKey::from_bytes(&[0; 31]).is_err());
+    }
+
+    #[test]
+    fn inline_bodies_round_trip_and_detect_tampering() {
+        let key = DataKey::generate().unwrap();
+        for len in [
+            0,
+            1,
+            BLOCK_PLAINTEXT_LEN,
+            BLOCK_PLAINTEXT_LEN + 1,
+            3 * BLOCK_PLAINTEXT_LEN - 7,
+        ] {
+            let plain: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let sealed = key.seal_inline(&plain).unwrap();
+            assert_eq!(sealed.len(), crate::layout::ciphertext_len(len));
+            assert_eq!(key.open_inline(&sealed).unwrap(), plain);
+            if len > 0 {
+                let mut bad = sealed.clone();
+                bad[len / 2] ^= 1;
+                assert!(key.open_inline(&bad).is_err());
+            }
+        }
     }
 
     #[test]

@@ -1,16 +1,153 @@
-//! `gateway`: the S3 endpoint that encrypts, erasure-codes and spreads objects over storage nodes.
-//!
-//! Planned (see ARCHITECTURE.md): the S3 API (axum + s3s), object metadata in rocksdb, placement,
-//! the put/get pipelines on `chunker`, audits, repair and hybrid backends, and `gateway dev`, which
-//! starts a whole local network. Until then the binary only says so.
+//! The `gateway` binary: `run` a gateway from its configuration, start a whole local network
+//! with `dev`, and manage access `keys`.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use gateway::config::RawConfig;
+use gateway::server::{open_state, Gateway};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "gateway",
+    version,
+    about = "S3 gateway storing objects erasure-coded on storage nodes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a gateway until SIGINT or SIGTERM.
+    Run {
+        /// A TOML configuration file (GATEWAY_* environment variables override it).
+        #[arg(long, env = "GATEWAY_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Start a complete local network: this gateway plus N storage-node processes.
+    Dev {
+        /// Storage nodes to run.
+        #[arg(long, default_value_t = 6)]
+        nodes: usize,
+        /// Directory for the gateway's and the nodes' data (reused on the next run).
+        #[arg(long, default_value = "./data/dev")]
+        data: PathBuf,
+        /// Where S3 clients connect; the admin port is the next one, nodes dial port + 10.
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: SocketAddr,
+    },
+    /// Manage S3 access keys (while the gateway is stopped).
+    Keys {
+        #[arg(long, env = "GATEWAY_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: KeyAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyAction {
+    /// Create a key and print its id and secret.
+    Create {
+        /// What the key is for.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List key ids.
+    List,
+    /// Delete a key.
+    Delete { id: String },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 fn main() -> ExitCode {
-    eprintln!(
-        "gateway {}: the gateway is not built yet; this release ships the chunker library only \
-         (try `cargo run --release -p chunker --example demo`, see README.md)",
-        env!("CARGO_PKG_VERSION")
-    );
-    ExitCode::from(2)
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Run { config } => runtime().and_then(|rt| rt.block_on(run(config))),
+        Command::Dev {
+            nodes,
+            data,
+            listen,
+        } => runtime().and_then(|rt| {
+            rt.block_on(async {
+                let cancel = CancellationToken::new();
+                storage_node::daemon::cancel_on_signals(cancel.clone())?;
+                gateway::dev::run(
+                    gateway::dev::DevOptions {
+                        nodes,
+                        data,
+                        listen,
+                    },
+                    cancel,
+                )
+                .await
+            })
+        }),
+        Command::Keys { config, action } => keys(config, action),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gateway: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")
+}
+
+async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = RawConfig::load(config.as_deref())?.validate()?;
+    let gateway = Gateway::start(config).await?;
+    for addr in &gateway.p2p_addrs {
+        tracing::info!(%addr, "nodes can register at");
+    }
+    storage_node::daemon::cancel_on_signals(gateway.shutdown_token())?;
+    gateway.wait().await;
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)] // printing is this command's job
+fn keys(config: Option<PathBuf>, action: KeyAction) -> anyhow::Result<()> {
+    let config = RawConfig::load(config.as_deref())?.validate()?;
+    let (meta, master) = open_state(&config.data_dir)
+        .context("open the metadata (is the gateway running? stop it first)")?;
+    match action {
+        KeyAction::Create { description } => {
+            let key = gateway::keys::create(&meta, &master, &description)?;
+            println!("access key: {}\nsecret key: {}", key.id, key.secret);
+        }
+        KeyAction::List => {
+            for (id, record) in meta.access_keys()? {
+                println!("{id}\t{}", record.description);
+            }
+        }
+        KeyAction::Delete { id } => {
+            if !meta.delete_access_key(&id)? {
+                anyhow::bail!("no access key {id}");
+            }
+            println!("deleted {id}");
+        }
+    }
+    Ok(())
 }

@@ -1,4 +1,231 @@
-//! Integration tests that span crates: real storage-node processes and in-process gateways driven
-//! by real S3 clients. The helpers that start and break clusters live here; the tests themselves
-//! are in `tests/tests/`. Nothing spans crates yet: the chunker's own tests live in
-//! `chunker/tests/`.
+//! Integration tests across crates, and the harness they share.
+//!
+//! [`Cluster`] starts a real gateway (S3 on an ephemeral port, libp2p on another) and real
+//! storage nodes (each its own libp2p host, rocksdb store and piece directory) in this process,
+//! and hands out an `aws-sdk-s3` client signed with a real access key. Nodes can be stopped and
+//! their piece files damaged to test failure paths.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use gateway::config::RawConfig;
+use gateway::server::Gateway;
+use libp2p::PeerId;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A storage node running in this process.
+#[derive(Debug)]
+pub struct TestNode {
+    pub dir: PathBuf,
+    pub peer: PeerId,
+    cancel: CancellationToken,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestNode {
+    /// Whether it runs.
+    pub fn is_running(&self) -> bool {
+        self.task.is_some()
+    }
+
+    /// Every piece file it holds.
+    pub fn piece_files(&self) -> Vec<PathBuf> {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else {
+                    out.push(p);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.dir.join("pieces"), &mut out);
+        out
+    }
+}
+
+/// A gateway and its nodes, with an S3 client.
+#[derive(Debug)]
+pub struct Cluster {
+    pub gateway: Gateway,
+    pub nodes: Vec<TestNode>,
+    pub access_key: String,
+    pub secret_key: String,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// A gateway with `nodes` nodes, all registered. `tweak` adjusts the gateway's configuration
+    /// (whose defaults here are test-friendly: fast heartbeat and delete passes).
+    pub async fn start(nodes: usize, tweak: impl FnOnce(&mut RawConfig)) -> Cluster {
+        // Logs of the gateway and nodes, shown for failing tests (RUST_LOG=info, debug, …).
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let dir = tempfile::tempdir().unwrap();
+        let mut raw = RawConfig {
+            data_dir: dir.path().join("gateway").display().to_string(),
+            s3_listen: "127.0.0.1:0".into(),
+            admin_listen: "127.0.0.1:0".into(),
+            p2p_listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
+            heartbeat: "1s".into(),
+            gc_interval: "500ms".into(),
+            node_timeout: "10s".into(),
+            ..RawConfig::default()
+        };
+        tweak(&mut raw);
+        let gateway = Gateway::start(raw.validate().unwrap()).await.unwrap();
+        let key = gateway::keys::create(&gateway.meta, &gateway.master, "tests").unwrap();
+        let mut cluster = Cluster {
+            gateway,
+            nodes: Vec::new(),
+            access_key: key.id,
+            secret_key: key.secret,
+            dir,
+        };
+        for _ in 0..nodes {
+            cluster.add_node().await;
+        }
+        cluster.wait_online(nodes).await;
+        cluster
+    }
+
+    /// Starts one more node (not waiting for it to register).
+    pub async fn add_node(&mut self) -> usize {
+        let i = self.nodes.len();
+        let dir = self.dir.path().join(format!("node-{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let keypair = storage_node::identity::create(&dir).unwrap();
+        let peer = keypair.public().to_peer_id();
+        let node = TestNode {
+            dir,
+            peer,
+            cancel: CancellationToken::new(),
+            task: None,
+        };
+        self.nodes.push(node);
+        self.start_node(i);
+        i
+    }
+
+    /// (Re)starts node `i`.
+    pub fn start_node(&mut self, i: usize) {
+        let gateways = self
+            .gateway
+            .p2p_addrs
+            .iter()
+            .take(1)
+            .map(|a| a.to_string())
+            .collect();
+        let node = &mut self.nodes[i];
+        let raw = storage_node::config::RawConfig {
+            capacity: "4GiB".into(),
+            gateways,
+            listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
+            labels: [("zone".to_string(), format!("z{}", i % 3))].into(),
+            metrics_listen: "127.0.0.1:0".into(),
+            scrub_rate: "16MiB".into(),
+            scrub_interval: "24h".into(),
+        };
+        let config = raw.validate(&node.dir).unwrap();
+        let keypair = storage_node::identity::load(&node.dir).unwrap();
+        node.cancel = CancellationToken::new();
+        node.task = Some(tokio::spawn(storage_node::daemon::run(
+            config,
+            keypair,
+            node.cancel.clone(),
+        )));
+    }
+
+    /// Stops node `i` and waits until the gateway sees it gone.
+    pub async fn stop_node(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        node.cancel.cancel();
+        if let Some(task) = node.task.take() {
+            task.await.unwrap().unwrap();
+        }
+        let peer = node.peer;
+        for _ in 0..200 {
+            if !self.gateway.nodes.is_online(&peer) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("node {i} still online after stopping");
+    }
+
+    /// Waits until `count` nodes are online.
+    pub async fn wait_online(&self, count: usize) {
+        for _ in 0..600 {
+            if self.gateway.nodes.online().len() >= count {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "only {} of {count} nodes came online",
+            self.gateway.nodes.online().len()
+        );
+    }
+
+    /// The S3 endpoint URL.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.gateway.s3_addr)
+    }
+
+    /// An S3 client with the cluster's key and the SDK's default checksum behaviour.
+    pub fn client(&self) -> aws_sdk_s3::Client {
+        self.client_with(&self.access_key, &self.secret_key)
+    }
+
+    /// An S3 client with other credentials.
+    pub fn client_with(&self, access_key: &str, secret_key: &str) -> aws_sdk_s3::Client {
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(self.endpoint())
+            .credentials_provider(Credentials::new(
+                access_key, secret_key, None, None, "tests",
+            ))
+            .force_path_style(true)
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
+    }
+
+    /// Stops everything.
+    pub async fn stop(mut self) {
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].is_running() {
+                self.nodes[i].cancel.cancel();
+                if let Some(t) = self.nodes[i].task.take() {
+                    let _ = t.await;
+                }
+            }
+        }
+        self.gateway.stop().await;
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so tests need not keep copies to compare.
+pub fn test_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}

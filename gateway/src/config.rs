@@ -1,0 +1,295 @@
+//! The gateway's configuration: a TOML file, then `GATEWAY_*` environment variables on top.
+//!
+//! Two stages, as in the node: [`RawConfig`] is what serde reads (strings with units, documented
+//! defaults); [`RawConfig::validate`] turns it into a [`Config`] of real types or names the field
+//! that is wrong. Every field can be overridden by an environment variable named after it:
+//! `GATEWAY_` + the field name in capitals (`GATEWAY_S3_LISTEN=127.0.0.1:9000`,
+//! `GATEWAY_HEARTBEAT=2s`); list fields take comma-separated values. `gateway dev` passes the
+//! variables it was started with on to the gateway it runs.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use chunker::Params;
+use libp2p::{Multiaddr, PeerId};
+use serde::{Deserialize, Serialize};
+use storage_node::units::{parse_duration, parse_size};
+
+/// Prefix of the environment variables that override fields.
+pub const ENV_PREFIX: &str = "GATEWAY_";
+
+/// The configuration file as written. Every field has a default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    /// Directory for the metadata database, the master key and the gateway's identity.
+    pub data_dir: String,
+    /// Where S3 clients connect.
+    pub s3_listen: String,
+    /// Where `/health` (and later the admin API and `/metrics`) is served.
+    pub admin_listen: String,
+    /// libp2p addresses nodes dial to register.
+    pub p2p_listen: Vec<String>,
+    /// The region reported to S3 clients (and checked in their signatures' scope).
+    pub region: String,
+    /// Data pieces per segment.
+    pub data_pieces: usize,
+    /// Parity pieces per segment: any `parity_pieces` nodes of a segment may be lost.
+    pub parity_pieces: usize,
+    /// Size of one piece; a segment holds about `data_pieces × piece_size` bytes.
+    pub piece_size: String,
+    /// Objects up to this size live inside the metadata instead of on nodes.
+    pub inline_threshold: String,
+    /// Pieces of a segment that must be stored before the upload moves on (`k + 1 ..= k + m`;
+    /// 0 means all `k + m`).
+    pub write_quorum: usize,
+    /// Once the quorum is reached, how long the remaining pieces may still take.
+    pub write_grace: String,
+    /// Deadline of one piece transfer with a node.
+    pub node_timeout: String,
+    /// How often nodes re-register; a node silent for three heartbeats is offline.
+    pub heartbeat: String,
+    /// Node ids allowed to register. Empty: any node with a valid identity may join.
+    pub allowed_nodes: Vec<String>,
+    /// S3 requests served at once; more get `SlowDown`.
+    pub max_requests: usize,
+    /// How often the delete queue is pushed to nodes.
+    pub gc_interval: String,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        RawConfig {
+            data_dir: "./data/gateway".into(),
+            s3_listen: "127.0.0.1:9000".into(),
+            admin_listen: "127.0.0.1:9001".into(),
+            p2p_listen: vec!["/ip4/0.0.0.0/tcp/9010".into()],
+            region: "us-east-1".into(),
+            data_pieces: 4,
+            parity_pieces: 2,
+            piece_size: "1MiB".into(),
+            inline_threshold: "4KiB".into(),
+            write_quorum: 0,
+            write_grace: "2s".into(),
+            node_timeout: "30s".into(),
+            heartbeat: "10s".into(),
+            allowed_nodes: Vec::new(),
+            max_requests: 64,
+            gc_interval: "10s".into(),
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub s3_listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub p2p_listen: Vec<Multiaddr>,
+    pub region: String,
+    pub params: Params,
+    pub inline_threshold: u64,
+    pub write_quorum: usize,
+    pub write_grace: Duration,
+    pub node_timeout: Duration,
+    pub heartbeat: Duration,
+    pub allowed_nodes: Vec<PeerId>,
+    pub max_requests: usize,
+    pub gc_interval: Duration,
+}
+
+impl RawConfig {
+    /// Reads a TOML file (a missing `path` gives the defaults), then applies the `GATEWAY_*`
+    /// environment variables.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        let mut table = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("read {}", path.display()))?;
+                toml::from_str::<toml::Table>(&text)
+                    .with_context(|| format!("parse {}", path.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        apply_env(&mut table, std::env::vars())?;
+        toml::Value::Table(table)
+            .try_into()
+            .context("configuration (file and GATEWAY_* variables)")
+    }
+
+    /// Checks every field and converts it to its real type.
+    pub fn validate(&self) -> anyhow::Result<Config> {
+        let params = Params::new(
+            self.data_pieces,
+            self.parity_pieces,
+            parse_size(&self.piece_size).context("piece_size")?,
+        )
+        .context("data_pieces, parity_pieces, piece_size")?;
+        if params.m() == 0 {
+            bail!("parity_pieces: at least 1, or no node may ever be lost");
+        }
+        let total = params.total();
+        let write_quorum = match self.write_quorum {
+            0 => total,
+            q if q > params.k() && q <= total => q,
+            q => bail!(
+                "write_quorum: {q} is outside {} ..= {total} (or 0 for all pieces)",
+                params.k() + 1
+            ),
+        };
+        let inline_threshold = parse_size(&self.inline_threshold).context("inline_threshold")?;
+        if inline_threshold > 1 << 20 {
+            bail!("inline_threshold: at most 1MiB (inline bodies live in the metadata)");
+        }
+        let addr = |field: &str, s: &str| -> anyhow::Result<SocketAddr> {
+            s.parse()
+                .with_context(|| format!("{field}: {s:?} is not ip:port"))
+        };
+        let duration = |field: &str, s: &str| -> anyhow::Result<Duration> {
+            let d = parse_duration(s).with_context(|| field.to_string())?;
+            if d.is_zero() {
+                bail!("{field}: must be longer than 0");
+            }
+            Ok(d)
+        };
+        if self.max_requests == 0 {
+            bail!("max_requests: at least 1");
+        }
+        Ok(Config {
+            data_dir: PathBuf::from(&self.data_dir),
+            s3_listen: addr("s3_listen", &self.s3_listen)?,
+            admin_listen: addr("admin_listen", &self.admin_listen)?,
+            p2p_listen: self
+                .p2p_listen
+                .iter()
+                .map(|a| {
+                    a.parse()
+                        .with_context(|| format!("p2p_listen: {a:?} is not a multiaddr"))
+                })
+                .collect::<anyhow::Result<_>>()?,
+            region: self.region.clone(),
+            params,
+            inline_threshold,
+            write_quorum,
+            write_grace: parse_duration(&self.write_grace).context("write_grace")?,
+            node_timeout: duration("node_timeout", &self.node_timeout)?,
+            heartbeat: duration("heartbeat", &self.heartbeat)?,
+            allowed_nodes: self
+                .allowed_nodes
+                .iter()
+                .map(|n| {
+                    n.parse()
+                        .with_context(|| format!("allowed_nodes: {n:?} is not a node id"))
+                })
+                .collect::<anyhow::Result<_>>()?,
+            max_requests: self.max_requests,
+            gc_interval: duration("gc_interval", &self.gc_interval)?,
+        })
+    }
+
+    /// The file's text, with a header.
+    pub fn to_toml(&self) -> anyhow::Result<String> {
+        let body = toml::to_string_pretty(self).context("serialize the configuration")?;
+        Ok(format!(
+            "# gateway configuration. Every field is documented in docs/gateway.md;\n\
+             # GATEWAY_<FIELD> environment variables override it.\n\n{body}"
+        ))
+    }
+}
+
+/// Overlays `GATEWAY_<FIELD>` variables onto `table`, typed like the field's default.
+fn apply_env(
+    table: &mut toml::Table,
+    vars: impl Iterator<Item = (String, String)>,
+) -> anyhow::Result<()> {
+    let defaults = toml::Table::try_from(RawConfig::default()).context("default configuration")?;
+    for (name, value) in vars {
+        let Some(field) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let field = field.to_ascii_lowercase();
+        let Some(default) = defaults.get(&field) else {
+            continue; // other GATEWAY_* variables (e.g. for tests) are not ours
+        };
+        let parsed = match default {
+            toml::Value::Integer(_) => toml::Value::Integer(
+                value
+                    .trim()
+                    .parse()
+                    .with_context(|| format!("{name}: {value:?} is not a whole number"))?,
+            ),
+            toml::Value::Array(_) => toml::Value::Array(
+                value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| toml::Value::String(s.to_string()))
+                    .collect(),
+            ),
+            _ => toml::Value::String(value),
+        };
+        table.insert(field, parsed);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        let c = RawConfig::default().validate().unwrap();
+        assert_eq!((c.params.k(), c.params.m()), (4, 2));
+        assert_eq!(c.write_quorum, 6);
+        assert_eq!(c.inline_threshold, 4096);
+    }
+
+    #[test]
+    fn environment_overrides_fields_by_type() {
+        let mut table = toml::Table::new();
+        let vars = [
+            ("GATEWAY_HEARTBEAT", "2s"),
+            ("GATEWAY_DATA_PIECES", "3"),
+            ("GATEWAY_ALLOWED_NODES", "a, b"),
+            ("GATEWAY_NOT_A_FIELD", "x"),
+            ("PATH", "/bin"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        apply_env(&mut table, vars.into_iter()).unwrap();
+        let raw: RawConfig = toml::Value::Table(table).try_into().unwrap();
+        assert_eq!(raw.heartbeat, "2s");
+        assert_eq!(raw.data_pieces, 3);
+        assert_eq!(raw.allowed_nodes, ["a", "b"]);
+        let bad = [("GATEWAY_DATA_PIECES".to_string(), "four".to_string())];
+        assert!(apply_env(&mut toml::Table::new(), bad.into_iter()).is_err());
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        type Breaker = fn(&mut RawConfig);
+        let cases: [(Breaker, &str); 4] = [
+            (|c| c.write_quorum = 4, "write_quorum"),
+            (|c| c.parity_pieces = 0, "parity_pieces"),
+            (|c| c.s3_listen = "nowhere".into(), "s3_listen"),
+            (|c| c.heartbeat = "0s".into(), "heartbeat"),
+        ];
+        for (break_it, field) in cases {
+            let mut raw = RawConfig::default();
+            break_it(&mut raw);
+            let err = format!("{:#}", raw.validate().unwrap_err());
+            assert!(err.contains(field), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_example_file_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("gateway.example.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let raw: RawConfig = toml::from_str(&text).unwrap();
+        raw.validate().unwrap();
+    }
+}

@@ -1,0 +1,27 @@
+//! `gateway`: the S3 endpoint that keeps objects encrypted, erasure-coded and spread over
+//! storage nodes.
+//!
+//! The layers, top to bottom (see `ARCHITECTURE.md`):
+//! - [`s3`]: the S3 protocol adapter (s3s: SigV4, aws-chunked bodies, XML) over
+//! - [`objects`]: the object service (PUT and GET pipelines, listings), which uses
+//! - [`meta`] (rocksdb: buckets, manifests, keys, nodes, piece queues), [`nodes`] (who is
+//!   online, with what space), [`placement`] (which nodes get a segment's pieces) and
+//!   [`pieces`] (piece transfers over libp2p, behind a trait).
+//! - [`gc`]: the worker that deletes pieces nothing references any more.
+//! - [`server`]: the composition root; [`dev`]: a whole local network in one command.
+//! - [`config`], [`secrets`], [`keys`]: configuration, the master key and identity, access keys.
+
+pub mod config;
+pub mod dev;
+pub mod digest;
+pub mod gc;
+pub mod keys;
+pub mod meta;
+pub mod nodes;
+pub mod objects;
+pub mod pieces;
+pub mod placement;
+pub mod s3;
+pub mod secrets;
+pub mod server;
+pub mod time;

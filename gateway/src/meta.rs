@@ -1,0 +1,576 @@
+//! Object metadata in rocksdb: buckets, manifests, access keys, known nodes, and the two piece
+//! queues that make uploads and deletes crash-safe.
+//!
+//! Column families and their keys:
+//! - `buckets`: bucket name → [`BucketRecord`].
+//! - `objects`: `bucket 0x00 key` → [`chunker::ObjectManifest`]; byte order is S3's listing
+//!   order (UTF-8 bytes), and a bucket's objects are one contiguous range.
+//! - `keys`: access key id → [`AccessKeyRecord`] (the secret wrapped by the master key).
+//! - `nodes`: node id → [`NodeRecord`] (the last registration).
+//! - `pending`: `upload id ‖ node ‖ piece` → (): every piece sent for an upload that is not
+//!   committed yet. A commit removes its entries and the same write batch queues the pieces the
+//!   manifest does not use for deletion; entries left at startup belong to uploads a crash cut
+//!   short and are queued for deletion then.
+//! - `gc`: `node ‖ piece` → (): pieces to delete from nodes. Written in the same batch as
+//!   whatever made them garbage (an overwrite, a delete, an abandoned upload), drained by the
+//!   delete worker when the node is reachable.
+//!
+//! Every value starts with a format byte.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use chunker::manifest::{Body, NodeId};
+use chunker::{ObjectManifest, PieceId, WrappedKey};
+use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, DB};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use storage_node::protocol::Registration;
+
+const CF_BUCKETS: &str = "buckets";
+const CF_OBJECTS: &str = "objects";
+const CF_KEYS: &str = "keys";
+const CF_NODES: &str = "nodes";
+const CF_PENDING: &str = "pending";
+const CF_GC: &str = "gc";
+const ALL_CFS: [&str; 6] = [CF_BUCKETS, CF_OBJECTS, CF_KEYS, CF_NODES, CF_PENDING, CF_GC];
+
+/// Format byte of every record this module writes.
+const RECORD_FORMAT: u8 = 1;
+
+/// A metadata failure.
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("metadata database: {0}")]
+    Db(#[from] rocksdb::Error),
+    #[error("stored {what} record is unreadable: {reason}")]
+    Corrupt { what: &'static str, reason: String },
+    #[error("no such bucket")]
+    NoSuchBucket,
+    #[error("the bucket already exists")]
+    BucketExists,
+    #[error("the bucket is not empty")]
+    BucketNotEmpty,
+}
+
+/// A bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketRecord {
+    pub created_ms: u64,
+}
+
+/// An S3 access key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessKeyRecord {
+    /// The secret, as a data key wrapped by the master key.
+    pub secret: WrappedKey,
+    pub created_ms: u64,
+    pub description: String,
+}
+
+/// What the gateway remembers about a node between restarts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub registration: Registration,
+    pub first_seen_ms: u64,
+    pub last_seen_ms: u64,
+}
+
+/// A piece on a node, as the queues name it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PieceRef {
+    pub node: NodeId,
+    pub piece: PieceId,
+}
+
+/// One listed object.
+#[derive(Debug, Clone)]
+pub struct ListedObject {
+    pub key: String,
+    pub manifest: ObjectManifest,
+}
+
+/// The metadata database.
+pub struct Meta {
+    db: DB,
+    /// Serializes read-modify-write changes (commit over an old version, delete, bucket
+    /// removal) so their gc entries match what they replaced.
+    write_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for Meta {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Meta").finish_non_exhaustive()
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    match postcard::to_extend(value, vec![RECORD_FORMAT]) {
+        Ok(v) => v,
+        Err(e) => unreachable!("serializing to a Vec can't fail: {e}"),
+    }
+}
+
+fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, MetaError> {
+    let corrupt = |reason: String| MetaError::Corrupt { what, reason };
+    match bytes.split_first() {
+        Some((&RECORD_FORMAT, body)) => match postcard::take_from_bytes(body) {
+            Ok((v, [])) => Ok(v),
+            Ok((_, rest)) => Err(corrupt(format!("{} trailing bytes", rest.len()))),
+            Err(e) => Err(corrupt(e.to_string())),
+        },
+        Some((&f, _)) => Err(corrupt(format!("unknown format {f}"))),
+        None => Err(corrupt("empty".into())),
+    }
+}
+
+fn object_key(bucket: &str, key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(bucket.len() + 1 + key.len());
+    k.extend_from_slice(bucket.as_bytes());
+    k.push(0);
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+/// `node ‖ piece` with the node id length-prefixed, so one node's entries are a contiguous range.
+fn node_piece_key(node: &NodeId, piece: &PieceId) -> Vec<u8> {
+    let mut k = node_prefix(node);
+    k.extend_from_slice(piece.as_bytes());
+    k
+}
+
+fn node_prefix(node: &NodeId) -> Vec<u8> {
+    let id = node.as_bytes();
+    let mut k = Vec::with_capacity(1 + id.len() + 32);
+    k.push(id.len() as u8); // NodeId is at most 128 bytes
+    k.extend_from_slice(id);
+    k
+}
+
+fn parse_node_piece(key: &[u8]) -> Option<PieceRef> {
+    let (&len, rest) = key.split_first()?;
+    let (node, piece) = rest.split_at_checked(usize::from(len))?;
+    let piece: [u8; 32] = piece.try_into().ok()?;
+    Some(PieceRef {
+        node: NodeId::new(node.to_vec()).ok()?,
+        piece: PieceId::from_bytes(piece),
+    })
+}
+
+/// The smallest byte string greater than every string starting with `prefix` (`None`: there
+/// is none, the prefix is all `0xff`).
+pub fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut s = prefix.to_vec();
+    while let Some(last) = s.pop() {
+        if last < 0xff {
+            s.push(last + 1);
+            return Some(s);
+        }
+    }
+    None
+}
+
+/// Every piece an object's manifest places on a node.
+pub fn placed_pieces(manifest: &ObjectManifest) -> Vec<PieceRef> {
+    let Body::Segments(segments) = &manifest.body else {
+        return Vec::new();
+    };
+    segments
+        .iter()
+        .flat_map(|s| &s.pieces)
+        .filter_map(|p| p.node.clone().map(|node| PieceRef { node, piece: p.id }))
+        .collect()
+}
+
+impl Meta {
+    /// Opens (or creates) the database in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, MetaError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        let cfs = ALL_CFS
+            .into_iter()
+            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
+        Ok(Meta {
+            db,
+            write_lock: Mutex::new(()),
+        })
+    }
+
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        match self.db.cf_handle(name) {
+            Some(cf) => cf,
+            None => unreachable!("column family {name} is created on open"),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.write_lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes `batch` durably (synced to disk before returning).
+    fn write(&self, batch: WriteBatch) -> Result<(), MetaError> {
+        let mut opts = rocksdb::WriteOptions::default();
+        opts.set_sync(true);
+        Ok(self.db.write_opt(batch, &opts)?)
+    }
+
+    // --- buckets ---
+
+    /// Creates a bucket; [`MetaError::BucketExists`] if it is there.
+    pub fn create_bucket(&self, name: &str, created_ms: u64) -> Result<(), MetaError> {
+        let _guard = self.lock();
+        if self.db.get_cf(self.cf(CF_BUCKETS), name)?.is_some() {
+            return Err(MetaError::BucketExists);
+        }
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            self.cf(CF_BUCKETS),
+            name,
+            encode(&BucketRecord { created_ms }),
+        );
+        self.write(batch)
+    }
+
+    /// A bucket's record.
+    pub fn bucket(&self, name: &str) -> Result<Option<BucketRecord>, MetaError> {
+        self.db
+            .get_cf(self.cf(CF_BUCKETS), name)?
+            .map(|v| decode("bucket", &v))
+            .transpose()
+    }
+
+    /// Every bucket, by name.
+    pub fn buckets(&self) -> Result<Vec<(String, BucketRecord)>, MetaError> {
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_BUCKETS), IteratorMode::Start)
+        {
+            let (k, v) = item?;
+            let name = String::from_utf8(k.to_vec()).map_err(|_| MetaError::Corrupt {
+                what: "bucket",
+                reason: "name is not UTF-8".into(),
+            })?;
+            out.push((name, decode("bucket", &v)?));
+        }
+        Ok(out)
+    }
+
+    /// Removes an empty bucket.
+    pub fn delete_bucket(&self, name: &str) -> Result<(), MetaError> {
+        let _guard = self.lock();
+        if self.bucket(name)?.is_none() {
+            return Err(MetaError::NoSuchBucket);
+        }
+        let prefix = object_key(name, "");
+        let mut it = self.db.iterator_cf(
+            self.cf(CF_OBJECTS),
+            IteratorMode::From(&prefix, Direction::Forward),
+        );
+        if let Some(item) = it.next() {
+            if item?.0.starts_with(&prefix) {
+                return Err(MetaError::BucketNotEmpty);
+            }
+        }
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(self.cf(CF_BUCKETS), name);
+        self.write(batch)
+    }
+
+    // --- objects ---
+
+    /// An object's manifest.
+    pub fn object(&self, bucket: &str, key: &str) -> Result<Option<ObjectManifest>, MetaError> {
+        match self
+            .db
+            .get_cf(self.cf(CF_OBJECTS), object_key(bucket, key))?
+        {
+            Some(bytes) => {
+                ObjectManifest::decode(&bytes)
+                    .map(Some)
+                    .map_err(|e| MetaError::Corrupt {
+                        what: "manifest",
+                        reason: e.to_string(),
+                    })
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Records that `pieces` were sent for upload `upload`, before they are sent.
+    pub fn add_pending(&self, upload: &[u8; 16], pieces: &[PieceRef]) -> Result<(), MetaError> {
+        let mut batch = WriteBatch::default();
+        for p in pieces {
+            let mut k = upload.to_vec();
+            k.extend_from_slice(&node_piece_key(&p.node, &p.piece));
+            batch.put_cf(self.cf(CF_PENDING), k, []);
+        }
+        self.write(batch)
+    }
+
+    fn pending_of(&self, upload: &[u8; 16]) -> Result<Vec<(Vec<u8>, PieceRef)>, MetaError> {
+        let mut out = Vec::new();
+        let it = self.db.iterator_cf(
+            self.cf(CF_PENDING),
+            IteratorMode::From(upload, Direction::Forward),
+        );
+        for item in it {
+            let (k, _) = item?;
+            if !k.starts_with(upload) {
+                break;
+            }
+            if let Some(p) = parse_node_piece(&k[16..]) {
+                out.push((k.to_vec(), p));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Makes an object visible, atomically: stores its manifest, queues the pieces of the
+    /// version it replaces and the upload's unused pieces for deletion, and clears the upload's
+    /// pending entries. [`MetaError::NoSuchBucket`] if the bucket went away meanwhile.
+    pub fn commit_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        manifest: &ObjectManifest,
+        upload: &[u8; 16],
+    ) -> Result<(), MetaError> {
+        let _guard = self.lock();
+        if self.bucket(bucket)?.is_none() {
+            return Err(MetaError::NoSuchBucket);
+        }
+        let mut batch = WriteBatch::default();
+        let used: std::collections::HashSet<PieceRef> =
+            placed_pieces(manifest).into_iter().collect();
+        for (k, piece) in self.pending_of(upload)? {
+            batch.delete_cf(self.cf(CF_PENDING), k);
+            if !used.contains(&piece) {
+                batch.put_cf(
+                    self.cf(CF_GC),
+                    node_piece_key(&piece.node, &piece.piece),
+                    [],
+                );
+            }
+        }
+        if let Some(old) = self.object(bucket, key)? {
+            for p in placed_pieces(&old) {
+                if !used.contains(&p) {
+                    batch.put_cf(self.cf(CF_GC), node_piece_key(&p.node, &p.piece), []);
+                }
+            }
+        }
+        batch.put_cf(
+            self.cf(CF_OBJECTS),
+            object_key(bucket, key),
+            manifest.encode(),
+        );
+        self.write(batch)
+    }
+
+    /// Gives up upload `upload`: all its pieces are queued for deletion.
+    pub fn abandon_upload(&self, upload: &[u8; 16]) -> Result<(), MetaError> {
+        let mut batch = WriteBatch::default();
+        for (k, piece) in self.pending_of(upload)? {
+            batch.delete_cf(self.cf(CF_PENDING), k);
+            batch.put_cf(
+                self.cf(CF_GC),
+                node_piece_key(&piece.node, &piece.piece),
+                [],
+            );
+        }
+        self.write(batch)
+    }
+
+    /// At startup: every pending entry belongs to an upload that died with the last process;
+    /// queue them all for deletion. Returns how many pieces were queued.
+    pub fn abandon_all_uploads(&self) -> Result<usize, MetaError> {
+        let mut batch = WriteBatch::default();
+        let mut n = 0;
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_PENDING), IteratorMode::Start)
+        {
+            let (k, _) = item?;
+            if let Some(piece) = k.get(16..).and_then(parse_node_piece) {
+                batch.put_cf(
+                    self.cf(CF_GC),
+                    node_piece_key(&piece.node, &piece.piece),
+                    [],
+                );
+                n += 1;
+            }
+            batch.delete_cf(self.cf(CF_PENDING), k);
+        }
+        self.write(batch)?;
+        Ok(n)
+    }
+
+    /// Deletes an object (queuing its pieces for deletion). `false` if there was none.
+    pub fn delete_object(&self, bucket: &str, key: &str) -> Result<bool, MetaError> {
+        let _guard = self.lock();
+        let Some(old) = self.object(bucket, key)? else {
+            return Ok(false);
+        };
+        let mut batch = WriteBatch::default();
+        for p in placed_pieces(&old) {
+            batch.put_cf(self.cf(CF_GC), node_piece_key(&p.node, &p.piece), []);
+        }
+        batch.delete_cf(self.cf(CF_OBJECTS), object_key(bucket, key));
+        self.write(batch)?;
+        Ok(true)
+    }
+
+    /// Objects of `bucket` whose keys start with `prefix` and are not below `from` (raw key
+    /// bytes), in order, calling `visit` on each until it returns `false`.
+    pub fn scan_objects(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        from: &[u8],
+        mut visit: impl FnMut(ListedObject) -> Result<bool, MetaError>,
+    ) -> Result<(), MetaError> {
+        let base = object_key(bucket, "");
+        let mut start = base.clone();
+        start.extend_from_slice(from.max(prefix.as_bytes()));
+        let full_prefix = object_key(bucket, prefix);
+        let it = self.db.iterator_cf(
+            self.cf(CF_OBJECTS),
+            IteratorMode::From(&start, Direction::Forward),
+        );
+        for item in it {
+            let (k, v) = item?;
+            if !k.starts_with(&full_prefix) {
+                break;
+            }
+            let key = std::str::from_utf8(&k[base.len()..])
+                .map_err(|_| MetaError::Corrupt {
+                    what: "object key",
+                    reason: "not UTF-8".into(),
+                })?
+                .to_string();
+            let manifest = ObjectManifest::decode(&v).map_err(|e| MetaError::Corrupt {
+                what: "manifest",
+                reason: e.to_string(),
+            })?;
+            if !visit(ListedObject { key, manifest })? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    // --- the delete queue ---
+
+    /// Up to `limit` queued deletions for `node`.
+    pub fn gc_batch(&self, node: &NodeId, limit: usize) -> Result<Vec<PieceId>, MetaError> {
+        let prefix = node_prefix(node);
+        let mut out = Vec::new();
+        let it = self.db.iterator_cf(
+            self.cf(CF_GC),
+            IteratorMode::From(&prefix, Direction::Forward),
+        );
+        for item in it {
+            let (k, _) = item?;
+            if !k.starts_with(&prefix) || out.len() >= limit {
+                break;
+            }
+            if let Some(p) = parse_node_piece(&k) {
+                out.push(p.piece);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The nodes with queued deletions and how many each.
+    pub fn gc_nodes(&self) -> Result<Vec<(NodeId, u64)>, MetaError> {
+        let mut out: Vec<(NodeId, u64)> = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_GC), IteratorMode::Start) {
+            let (k, _) = item?;
+            let Some(p) = parse_node_piece(&k) else {
+                continue;
+            };
+            match out.last_mut() {
+                Some((n, count)) if *n == p.node => *count += 1,
+                _ => out.push((p.node, 1)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes deletions that are done.
+    pub fn gc_done(&self, node: &NodeId, pieces: &[PieceId]) -> Result<(), MetaError> {
+        let mut batch = WriteBatch::default();
+        for p in pieces {
+            batch.delete_cf(self.cf(CF_GC), node_piece_key(node, p));
+        }
+        self.write(batch)
+    }
+
+    // --- access keys ---
+
+    /// Stores an access key.
+    pub fn put_access_key(&self, id: &str, record: &AccessKeyRecord) -> Result<(), MetaError> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_KEYS), id, encode(record));
+        self.write(batch)
+    }
+
+    /// An access key.
+    pub fn access_key(&self, id: &str) -> Result<Option<AccessKeyRecord>, MetaError> {
+        self.db
+            .get_cf(self.cf(CF_KEYS), id)?
+            .map(|v| decode("access key", &v))
+            .transpose()
+    }
+
+    /// Every access key id with its record.
+    pub fn access_keys(&self) -> Result<Vec<(String, AccessKeyRecord)>, MetaError> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_KEYS), IteratorMode::Start) {
+            let (k, v) = item?;
+            out.push((
+                String::from_utf8_lossy(&k).into_owned(),
+                decode("access key", &v)?,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Removes an access key; `false` if there was none.
+    pub fn delete_access_key(&self, id: &str) -> Result<bool, MetaError> {
+        if self.access_key(id)?.is_none() {
+            return Ok(false);
+        }
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(self.cf(CF_KEYS), id);
+        self.write(batch)?;
+        Ok(true)
+    }
+
+    // --- nodes ---
+
+    /// Records a node's registration.
+    pub fn put_node(&self, node: &NodeId, record: &NodeRecord) -> Result<(), MetaError> {
+        Ok(self
+            .db
+            .put_cf(self.cf(CF_NODES), node.as_bytes(), encode(record))?)
+    }
+
+    /// Every node ever registered.
+    pub fn nodes(&self) -> Result<Vec<(NodeId, NodeRecord)>, MetaError> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_NODES), IteratorMode::Start) {
+            let (k, v) = item?;
+            let Ok(id) = NodeId::new(k.to_vec()) else {
+                continue;
+            };
+            out.push((id, decode("node", &v)?));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests;

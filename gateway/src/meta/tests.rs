@@ -1,0 +1,190 @@
+use std::collections::BTreeMap;
+
+use chunker::manifest::{Body, PieceLocation};
+use chunker::{MasterKey, ObjectManifest, Params, PieceId, SegmentRecord};
+
+use super::*;
+
+fn open() -> (tempfile::TempDir, Meta) {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = Meta::open(dir.path()).unwrap();
+    (dir, meta)
+}
+
+fn node(i: u8) -> NodeId {
+    NodeId::new(vec![i; 8]).unwrap()
+}
+
+fn piece(i: u8) -> PieceId {
+    PieceId::of(&[i])
+}
+
+fn manifest(pieces: &[(u8, u8)]) -> ObjectManifest {
+    let master = MasterKey::from_bytes(&[7; 32]).unwrap();
+    let key = chunker::DataKey::generate().unwrap();
+    let params = Params::new(1, 1, 1024).unwrap();
+    let segments = pieces
+        .chunks(2)
+        .enumerate()
+        .map(|(i, pair)| SegmentRecord {
+            stream: 0,
+            index: i as u32,
+            plain_len: 10,
+            params,
+            pieces: pair
+                .iter()
+                .map(|&(n, p)| PieceLocation {
+                    id: piece(p),
+                    node: Some(node(n)),
+                })
+                .collect(),
+        })
+        .collect::<Vec<_>>();
+    ObjectManifest {
+        size: 10 * segments.len() as u64,
+        etag: "e".into(),
+        content_type: None,
+        user_metadata: BTreeMap::new(),
+        checksums: Vec::new(),
+        created_ms: 1,
+        wrapped_key: master.wrap(&key).unwrap(),
+        parts: Vec::new(),
+        body: Body::Segments(segments),
+    }
+}
+
+fn refs(pairs: &[(u8, u8)]) -> Vec<PieceRef> {
+    pairs
+        .iter()
+        .map(|&(n, p)| PieceRef {
+            node: node(n),
+            piece: piece(p),
+        })
+        .collect()
+}
+
+fn queued(meta: &Meta) -> Vec<(NodeId, Vec<PieceId>)> {
+    let mut out: Vec<_> = meta
+        .gc_nodes()
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| {
+            let mut b = meta.gc_batch(&n, 100).unwrap();
+            b.sort();
+            (n, b)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn buckets_are_created_once_and_removed_only_when_empty() {
+    let (_d, meta) = open();
+    meta.create_bucket("b", 5).unwrap();
+    assert!(matches!(
+        meta.create_bucket("b", 6),
+        Err(MetaError::BucketExists)
+    ));
+    assert_eq!(meta.bucket("b").unwrap().unwrap().created_ms, 5);
+    meta.commit_object("b", "k", &manifest(&[(1, 1), (2, 2)]), &[0; 16])
+        .unwrap();
+    assert!(matches!(
+        meta.delete_bucket("b"),
+        Err(MetaError::BucketNotEmpty)
+    ));
+    // A bucket whose name extends this one's does not count as its content.
+    meta.create_bucket("bb", 5).unwrap();
+    meta.delete_object("b", "k").unwrap();
+    meta.delete_bucket("b").unwrap();
+    assert!(matches!(
+        meta.delete_bucket("b"),
+        Err(MetaError::NoSuchBucket)
+    ));
+    assert_eq!(meta.buckets().unwrap().len(), 1);
+}
+
+#[test]
+fn commit_queues_what_it_replaces_and_what_the_upload_did_not_use() {
+    let (_d, meta) = open();
+    meta.create_bucket("b", 0).unwrap();
+    let upload = [1; 16];
+    // Three pieces sent; the manifest uses two (the third was a straggler).
+    meta.add_pending(&upload, &refs(&[(1, 1), (2, 2), (3, 3)]))
+        .unwrap();
+    meta.commit_object("b", "k", &manifest(&[(1, 1), (2, 2)]), &upload)
+        .unwrap();
+    assert_eq!(queued(&meta), vec![(node(3), vec![piece(3)])]);
+    meta.gc_done(&node(3), &[piece(3)]).unwrap();
+
+    // Overwrite: the old version's pieces become garbage in the same write.
+    let upload2 = [2; 16];
+    meta.add_pending(&upload2, &refs(&[(4, 4), (5, 5)]))
+        .unwrap();
+    meta.commit_object("b", "k", &manifest(&[(4, 4), (5, 5)]), &upload2)
+        .unwrap();
+    assert_eq!(
+        queued(&meta),
+        vec![(node(1), vec![piece(1)]), (node(2), vec![piece(2)])]
+    );
+    // Nothing is left pending: a restart abandons nothing.
+    assert_eq!(meta.abandon_all_uploads().unwrap(), 0);
+}
+
+#[test]
+fn abandoned_uploads_become_deletions_even_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let meta = Meta::open(dir.path()).unwrap();
+        meta.add_pending(&[9; 16], &refs(&[(1, 1), (2, 2)]))
+            .unwrap();
+        meta.add_pending(&[8; 16], &refs(&[(1, 3)])).unwrap();
+        meta.abandon_upload(&[8; 16]).unwrap();
+        assert_eq!(queued(&meta), vec![(node(1), vec![piece(3)])]);
+    } // the process "dies" with upload 9 in flight
+    let meta = Meta::open(dir.path()).unwrap();
+    assert_eq!(meta.abandon_all_uploads().unwrap(), 2);
+    let mut want = vec![
+        (node(1), vec![piece(1), piece(3)]),
+        (node(2), vec![piece(2)]),
+    ];
+    want[0].1.sort();
+    assert_eq!(queued(&meta), want);
+}
+
+#[test]
+fn scans_are_in_byte_order_within_one_bucket() {
+    let (_d, meta) = open();
+    meta.create_bucket("a", 0).unwrap();
+    meta.create_bucket("ab", 0).unwrap();
+    let m = manifest(&[(1, 1), (2, 2)]);
+    for key in ["b", "a/2", "a/1", "é", "Z", "a"] {
+        meta.commit_object("a", key, &m, &[0; 16]).unwrap();
+    }
+    meta.commit_object("ab", "x", &m, &[0; 16]).unwrap();
+    let mut keys = Vec::new();
+    meta.scan_objects("a", "", b"", |o| {
+        keys.push(o.key);
+        Ok(true)
+    })
+    .unwrap();
+    assert_eq!(keys, ["Z", "a", "a/1", "a/2", "b", "é"]);
+    let mut under = Vec::new();
+    meta.scan_objects("a", "a/", b"a/1\0", |o| {
+        under.push(o.key);
+        Ok(true)
+    })
+    .unwrap();
+    assert_eq!(under, ["a/2"]);
+}
+
+#[test]
+fn corrupt_records_are_errors_not_panics() {
+    assert!(decode::<BucketRecord>("bucket", &[]).is_err());
+    assert!(decode::<BucketRecord>("bucket", &[9, 1]).is_err());
+    assert!(decode::<BucketRecord>("bucket", &[RECORD_FORMAT, 1, 2, 3]).is_err());
+    assert!(parse_node_piece(&[200, 1, 2]).is_none());
+    assert_eq!(prefix_successor(b"a/"), Some(b"a0".to_vec()));
+    assert_eq!(prefix_successor(&[b'a', 0xff]), Some(b"b".to_vec()));
+    assert_eq!(prefix_successor(&[0xff]), None);
+}

@@ -1,0 +1,229 @@
+//! The nodes the gateway knows: who registered, with what capacity and labels, and who is
+//! online now.
+//!
+//! A node is online while its connection is up and its last registration is younger than three
+//! heartbeats. Registrations are remembered in the metadata, so a restarted gateway still knows
+//! which nodes hold its pieces before they come back.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use chunker::manifest::NodeId;
+use libp2p::PeerId;
+use storage_node::net::HostHandle;
+use storage_node::protocol::{Registration, RegistrationReply};
+
+use crate::meta::{Meta, NodeRecord};
+use crate::placement::Candidate;
+use crate::time::now_ms;
+
+/// A node as the gateway sees it now.
+#[derive(Debug, Clone)]
+pub struct NodeView {
+    pub peer: PeerId,
+    pub registration: Registration,
+    pub last_seen: Option<Instant>,
+    pub online: bool,
+}
+
+impl NodeView {
+    /// The failure domain placement spreads over: the `region`, `zone` and `operator` labels.
+    pub fn domain(&self) -> String {
+        let l = &self.registration.labels;
+        let get = |k: &str| l.get(k).map(String::as_str).unwrap_or("");
+        format!("{}/{}/{}", get("region"), get("zone"), get("operator"))
+    }
+
+    /// Bytes it can still take: the smaller of its unused capacity and its disk's free space.
+    pub fn free(&self) -> u64 {
+        let r = &self.registration;
+        r.capacity_bytes
+            .saturating_sub(r.used_bytes)
+            .min(r.disk_free_bytes)
+    }
+}
+
+struct Entry {
+    registration: Registration,
+    last_seen: Option<Instant>,
+    first_seen_ms: u64,
+}
+
+/// The registry of nodes.
+pub struct Nodes {
+    entries: RwLock<HashMap<PeerId, Entry>>,
+    meta: Arc<Meta>,
+    host: HostHandle,
+    heartbeat: Duration,
+    allowed: Vec<PeerId>,
+}
+
+impl std::fmt::Debug for Nodes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Nodes").finish_non_exhaustive()
+    }
+}
+
+/// A node id as the manifest stores it.
+pub fn node_id(peer: &PeerId) -> NodeId {
+    match NodeId::new(peer.to_bytes()) {
+        Ok(id) => id,
+        // A PeerId is a multihash of at most 64 bytes of digest.
+        Err(e) => unreachable!("peer ids fit a node id: {e}"),
+    }
+}
+
+/// The peer a manifest's node id names, if it is one.
+pub fn peer_of(node: &NodeId) -> Option<PeerId> {
+    PeerId::from_bytes(node.as_bytes()).ok()
+}
+
+impl Nodes {
+    /// The registry, loaded with the nodes remembered in `meta` (all offline until they
+    /// register again).
+    pub fn load(
+        meta: Arc<Meta>,
+        host: HostHandle,
+        heartbeat: Duration,
+        allowed: Vec<PeerId>,
+    ) -> anyhow::Result<Self> {
+        let mut entries = HashMap::new();
+        for (id, record) in meta.nodes()? {
+            if let Some(peer) = peer_of(&id) {
+                entries.insert(
+                    peer,
+                    Entry {
+                        registration: record.registration,
+                        last_seen: None,
+                        first_seen_ms: record.first_seen_ms,
+                    },
+                );
+            }
+        }
+        Ok(Nodes {
+            entries: RwLock::new(entries),
+            meta,
+            host,
+            heartbeat,
+            allowed,
+        })
+    }
+
+    /// Handles a registration or heartbeat from `peer`.
+    pub fn register(&self, peer: PeerId, registration: Registration) -> RegistrationReply {
+        if !self.allowed.is_empty() && !self.allowed.contains(&peer) {
+            tracing::warn!(%peer, "registration refused: not in allowed_nodes");
+            return RegistrationReply::Refused {
+                reason: format!("node {peer} is not in this gateway's allowed_nodes"),
+            };
+        }
+        let now = now_ms();
+        let (first_seen_ms, changed) = {
+            let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+            let entry = entries.entry(peer).or_insert_with(|| Entry {
+                registration: registration.clone(),
+                last_seen: None,
+                first_seen_ms: now,
+            });
+            if entry.last_seen.is_none() {
+                tracing::info!(%peer, software = %registration.software, "node registered");
+            }
+            let changed = entry.registration != registration || entry.last_seen.is_none();
+            entry.registration = registration.clone();
+            entry.last_seen = Some(Instant::now());
+            (entry.first_seen_ms, changed)
+        };
+        if changed {
+            let record = NodeRecord {
+                registration,
+                first_seen_ms,
+                last_seen_ms: now,
+            };
+            if let Err(e) = self.meta.put_node(&node_id(&peer), &record) {
+                tracing::warn!(%peer, error = %e, "could not remember a node's registration");
+            }
+        }
+        RegistrationReply::Accepted {
+            heartbeat_secs: u32::try_from(self.heartbeat.as_secs().max(1)).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// Every known node.
+    pub fn all(&self) -> Vec<NodeView> {
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        let stale = self.heartbeat * 3;
+        let mut out: Vec<NodeView> = entries
+            .iter()
+            .map(|(peer, e)| NodeView {
+                peer: *peer,
+                registration: e.registration.clone(),
+                last_seen: e.last_seen,
+                online: e.last_seen.is_some_and(|t| t.elapsed() < stale)
+                    && self.host.is_connected(peer),
+            })
+            .collect();
+        out.sort_by_key(|n| n.peer.to_bytes());
+        out
+    }
+
+    /// Nodes that are online now.
+    pub fn online(&self) -> Vec<NodeView> {
+        self.all().into_iter().filter(|n| n.online).collect()
+    }
+
+    /// Whether `peer` is online now.
+    pub fn is_online(&self, peer: &PeerId) -> bool {
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        entries.get(peer).is_some_and(|e| {
+            e.last_seen
+                .is_some_and(|t| t.elapsed() < self.heartbeat * 3)
+                && self.host.is_connected(peer)
+        })
+    }
+
+    /// Online nodes with room for a piece of `piece_len` bytes, as placement candidates.
+    pub fn candidates(&self, piece_len: u64) -> Vec<Candidate<PeerIdBytes>> {
+        self.online()
+            .into_iter()
+            .filter(|n| n.free() >= piece_len)
+            .map(|n| Candidate {
+                free: n.free(),
+                domain: n.domain(),
+                node: PeerIdBytes::new(n.peer),
+            })
+            .collect()
+    }
+
+    /// Notes that `peer` took `bytes` more (so placement does not wait for its next
+    /// registration to see it filling up).
+    pub fn charge(&self, peer: &PeerId, bytes: u64) {
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = entries.get_mut(peer) {
+            e.registration.used_bytes = e.registration.used_bytes.saturating_add(bytes);
+            e.registration.disk_free_bytes = e.registration.disk_free_bytes.saturating_sub(bytes);
+        }
+    }
+}
+
+/// A peer id with its bytes at hand, for hashing in placement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerIdBytes {
+    pub peer: PeerId,
+    bytes: Vec<u8>,
+}
+
+impl PeerIdBytes {
+    pub fn new(peer: PeerId) -> Self {
+        PeerIdBytes {
+            bytes: peer.to_bytes(),
+            peer,
+        }
+    }
+}
+
+impl AsRef<[u8]> for PeerIdBytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}

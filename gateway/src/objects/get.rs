@@ -1,0 +1,232 @@
+//! The GET path: manifest → the segments a range touches → for each, the data-piece slices it
+//! needs (healthy) or any `k` whole pieces (degraded) → verified, decrypted plaintext, streamed
+//! with the next segment prefetched.
+//!
+//! Healthy reads fetch only the ciphertext the range needs; the node checks those bytes
+//! against the piece's hash tree before sending, and every cipher block's GCM tag authenticates
+//! it here, so a wrong byte is an error, never output. Any failure (a node offline, a missing or
+//! corrupt piece, a tag that does not verify) falls back to the degraded read, which checks
+//! every whole piece against its id and reconstructs from parity.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chunker::decoder::RangePlan;
+use chunker::manifest::{Body, SegmentSpan};
+use chunker::{Coder, DataKey, ObjectManifest, SegmentDecoder, SegmentRecord};
+use futures::stream::{self, BoxStream, FuturesUnordered};
+use futures::StreamExt;
+
+use super::{ObjectError, ObjectService};
+use crate::nodes::{peer_of, Nodes};
+use crate::pieces::PieceNet;
+
+/// Segments fetched ahead of the one being sent.
+const PREFETCH: usize = 1;
+
+/// A stream of an object's plaintext.
+pub type ObjectStream = BoxStream<'static, Result<Bytes, ObjectError>>;
+
+impl ObjectService {
+    /// Streams bytes `range` of the object `manifest` describes (`range` must be inside it).
+    pub fn read_object(
+        &self,
+        manifest: &ObjectManifest,
+        range: Range<u64>,
+    ) -> Result<ObjectStream, ObjectError> {
+        if range.start > range.end || range.end > manifest.size {
+            return Err(ObjectError::Invalid(format!(
+                "range {range:?} is outside the object's {} bytes",
+                manifest.size
+            )));
+        }
+        let key = self.master.unwrap(&manifest.wrapped_key)?;
+        let segments = match &manifest.body {
+            Body::Inline { ciphertext } => {
+                let plain = key.open_inline(ciphertext)?;
+                let part = plain
+                    .get(range.start as usize..range.end as usize)
+                    .map(Bytes::copy_from_slice)
+                    .unwrap_or_default();
+                return Ok(stream::once(async move { Ok(part) }).boxed());
+            }
+            Body::Segments(segments) => segments.clone(),
+        };
+        let reader = Arc::new(SegmentReader {
+            net: self.net.clone(),
+            nodes: self.nodes.clone(),
+            coder: self.coder.clone(),
+            key,
+            segments,
+        });
+        let spans = manifest.segments_in(range);
+        Ok(stream::iter(spans)
+            .map(move |span| {
+                let reader = reader.clone();
+                async move { reader.read(span).await.map(Bytes::from) }
+            })
+            .buffered(PREFETCH + 1)
+            .boxed())
+    }
+}
+
+struct SegmentReader {
+    net: Arc<dyn PieceNet>,
+    nodes: Arc<Nodes>,
+    coder: Arc<Coder>,
+    key: DataKey,
+    segments: Vec<SegmentRecord>,
+}
+
+impl SegmentReader {
+    async fn read(&self, span: SegmentSpan) -> Result<Vec<u8>, ObjectError> {
+        let unreadable = |reason: String| ObjectError::Unreadable {
+            segment: span.segment,
+            reason,
+        };
+        let seg = self
+            .segments
+            .get(span.segment)
+            .ok_or_else(|| unreadable("no such segment".into()))?;
+        let layout = seg.layout().map_err(|e| unreadable(e.to_string()))?;
+        let plan =
+            RangePlan::new(&layout, span.range.clone()).map_err(|e| unreadable(e.to_string()))?;
+        match self.read_healthy(seg, &plan).await {
+            Ok(plain) => return Ok(plain),
+            Err(reason) => {
+                tracing::info!(segment = span.segment, %reason, "healthy read failed; reading from parity");
+            }
+        }
+        self.read_degraded(seg, span.range, span.segment).await
+    }
+
+    /// Fetches exactly the planned slices from the data pieces' nodes and decrypts them.
+    async fn read_healthy(&self, seg: &SegmentRecord, plan: &RangePlan) -> Result<Vec<u8>, String> {
+        let fetches = plan.slices.iter().map(|slice| {
+            let piece = &seg.pieces[slice.piece];
+            async move {
+                let peer = piece
+                    .node
+                    .as_ref()
+                    .and_then(peer_of)
+                    .ok_or_else(|| format!("piece {} has no node", slice.piece))?;
+                let range = slice.range.start as u64..slice.range.end as u64;
+                self.net
+                    .get(peer, piece.id, Some(range))
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        });
+        let parts = futures::future::try_join_all(fetches).await?;
+        let ciphertext = parts.concat();
+        let (decoder, seg, plan) = (self.decoder(seg), seg.clone(), plan.clone());
+        tokio::task::spawn_blocking(move || {
+            let ids = seg.ids();
+            let info = seg.info(&ids).map_err(|e| e.to_string())?;
+            decoder
+                .decrypt_range(&info, &plan, ciphertext)
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    /// Fetches whole pieces until `k` verify against their ids, then decodes.
+    async fn read_degraded(
+        &self,
+        seg: &SegmentRecord,
+        range: Range<usize>,
+        index: usize,
+    ) -> Result<Vec<u8>, ObjectError> {
+        let k = seg.params.k();
+        // Online nodes first, data pieces before parity within each group.
+        let mut order: Vec<usize> = (0..seg.pieces.len()).collect();
+        order.sort_by_key(|&i| {
+            let online = seg.pieces[i]
+                .node
+                .as_ref()
+                .and_then(peer_of)
+                .is_some_and(|p| self.nodes.is_online(&p));
+            (!online, i)
+        });
+        let mut order = order.into_iter();
+        let mut pieces: Vec<Option<Vec<u8>>> = vec![None; seg.pieces.len()];
+        let mut good = 0usize;
+        let mut problems = Vec::new();
+        let mut inflight = FuturesUnordered::new();
+        let fetch = |i: usize| {
+            let loc = &seg.pieces[i];
+            async move {
+                let Some(peer) = loc.node.as_ref().and_then(peer_of) else {
+                    return (i, Err("no node holds it".to_string()));
+                };
+                let got = self.net.get(peer, loc.id, None).await;
+                let checked = got.map_err(|e| e.to_string()).and_then(|bytes| {
+                    loc.id.verify(&bytes).map(|()| bytes).map_err(|e| {
+                        tracing::warn!(piece = %loc.id, node = %peer, "node sent a corrupt piece");
+                        e.to_string()
+                    })
+                });
+                (i, checked)
+            }
+        };
+        for i in order.by_ref().take(k) {
+            inflight.push(fetch(i));
+        }
+        while let Some((i, result)) = inflight.next().await {
+            match result {
+                Ok(bytes) => {
+                    pieces[i] = Some(bytes);
+                    good += 1;
+                    if good == k {
+                        break;
+                    }
+                }
+                Err(reason) => {
+                    problems.push(format!("piece {i}: {reason}"));
+                    if let Some(next) = order.next() {
+                        inflight.push(fetch(next));
+                    }
+                }
+            }
+        }
+        drop(inflight);
+        if good < k {
+            return Err(ObjectError::Unreadable {
+                segment: index,
+                reason: format!(
+                    "{good} of the {k} pieces needed are available ({})",
+                    problems.join("; ")
+                ),
+            });
+        }
+        let (decoder, seg) = (self.decoder(seg), seg.clone());
+        tokio::task::spawn_blocking(move || {
+            let ids = seg.ids();
+            let info = seg.info(&ids).map_err(|e| e.to_string())?;
+            let have: Vec<Option<&[u8]>> = pieces.iter().map(|p| p.as_deref()).collect();
+            let decoded = decoder.decode(&info, &have).map_err(|e| e.to_string())?;
+            decoded
+                .plaintext
+                .get(range.clone())
+                .map(<[u8]>::to_vec)
+                .ok_or_else(|| format!("range {range:?} is outside the segment"))
+        })
+        .await?
+        .map_err(|reason| ObjectError::Unreadable {
+            segment: index,
+            reason,
+        })
+    }
+
+    /// A decoder for `seg`'s code (objects written under older settings keep theirs).
+    fn decoder(&self, seg: &SegmentRecord) -> SegmentDecoder {
+        let coder = if seg.params == self.coder.params() {
+            self.coder.clone()
+        } else {
+            Arc::new(Coder::new(seg.params))
+        };
+        SegmentDecoder::with_coder(coder, self.key.clone())
+    }
+}

@@ -1,0 +1,175 @@
+//! The object service: buckets and objects on top of the metadata and the node network. It
+//! knows nothing of HTTP or S3's wire format; the S3 layer calls one method per operation.
+//!
+//! - [`put`]: a byte stream → encrypted, coded segments on nodes → one atomic manifest commit.
+//! - [`get`]: a manifest and a byte range → the plaintext, as a stream, repairing reads from
+//!   parity when pieces are missing or wrong.
+//! - [`list`]: S3 listings with prefixes, delimiters and markers over the ordered metadata.
+
+pub mod get;
+pub mod list;
+pub mod put;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chunker::{Coder, CryptoError, MasterKey, ObjectManifest, Params};
+
+use crate::meta::{Meta, MetaError};
+use crate::nodes::Nodes;
+use crate::pieces::PieceNet;
+use crate::time::now_ms;
+
+/// How objects are stored.
+#[derive(Debug, Clone)]
+pub struct DataConfig {
+    pub params: Params,
+    /// Bodies up to this size are kept inline in the metadata.
+    pub inline_threshold: u64,
+    /// Pieces of a segment that must be stored before the upload goes on.
+    pub write_quorum: usize,
+    /// After the quorum, how long the remaining pieces may still take.
+    pub write_grace: Duration,
+}
+
+/// Why an object operation failed, in terms the S3 layer maps to S3 errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    #[error("no such bucket")]
+    NoSuchBucket,
+    #[error("no such key")]
+    NoSuchKey,
+    #[error("the bucket already exists")]
+    BucketExists,
+    #[error("the bucket is not empty")]
+    BucketNotEmpty,
+    #[error("{online} nodes can take pieces, a segment needs {needed} distinct ones")]
+    NotEnoughNodes { needed: usize, online: usize },
+    #[error("only {stored} of a segment's pieces could be stored, {needed} are required")]
+    QuorumFailed { needed: usize, stored: usize },
+    #[error("segment {segment} is unreadable: {reason}")]
+    Unreadable { segment: usize, reason: String },
+    #[error("reading the request body failed: {0}")]
+    Body(String),
+    #[error("the body does not match its digest: {0}")]
+    BadDigest(String),
+    #[error("the request is invalid: {0}")]
+    Invalid(String),
+    #[error("the server is busy")]
+    Busy,
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error("encryption: {0}")]
+    Crypto(#[from] CryptoError),
+    #[error("encoding: {0}")]
+    Encode(#[from] chunker::EncodeError),
+    #[error("a worker task failed: {0}")]
+    Task(String),
+}
+
+impl From<tokio::task::JoinError> for ObjectError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        ObjectError::Task(e.to_string())
+    }
+}
+
+/// What an object is, for responses that need no bytes.
+#[derive(Debug, Clone)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub manifest: ObjectManifest,
+}
+
+/// Buckets and objects.
+pub struct ObjectService {
+    meta: Arc<Meta>,
+    nodes: Arc<Nodes>,
+    net: Arc<dyn PieceNet>,
+    master: Arc<MasterKey>,
+    coder: Arc<Coder>,
+    cfg: DataConfig,
+}
+
+impl std::fmt::Debug for ObjectService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectService")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ObjectService {
+    /// A service storing objects with `cfg` on `nodes` through `net`.
+    pub fn new(
+        meta: Arc<Meta>,
+        nodes: Arc<Nodes>,
+        net: Arc<dyn PieceNet>,
+        master: Arc<MasterKey>,
+        cfg: DataConfig,
+    ) -> Self {
+        ObjectService {
+            coder: Arc::new(Coder::new(cfg.params)),
+            meta,
+            nodes,
+            net,
+            master,
+            cfg,
+        }
+    }
+
+    /// The metadata this service writes.
+    pub fn meta(&self) -> &Arc<Meta> {
+        &self.meta
+    }
+
+    /// Creates a bucket.
+    pub fn create_bucket(&self, name: &str) -> Result<(), ObjectError> {
+        self.meta
+            .create_bucket(name, now_ms())
+            .map_err(|e| match e {
+                MetaError::BucketExists => ObjectError::BucketExists,
+                e => e.into(),
+            })
+    }
+
+    /// `Ok` if the bucket exists.
+    pub fn head_bucket(&self, name: &str) -> Result<u64, ObjectError> {
+        match self.meta.bucket(name)? {
+            Some(b) => Ok(b.created_ms),
+            None => Err(ObjectError::NoSuchBucket),
+        }
+    }
+
+    /// Every bucket with its creation time.
+    pub fn list_buckets(&self) -> Result<Vec<(String, u64)>, ObjectError> {
+        Ok(self
+            .meta
+            .buckets()?
+            .into_iter()
+            .map(|(n, b)| (n, b.created_ms))
+            .collect())
+    }
+
+    /// Removes an empty bucket.
+    pub fn delete_bucket(&self, name: &str) -> Result<(), ObjectError> {
+        self.meta.delete_bucket(name).map_err(|e| match e {
+            MetaError::NoSuchBucket => ObjectError::NoSuchBucket,
+            MetaError::BucketNotEmpty => ObjectError::BucketNotEmpty,
+            e => e.into(),
+        })
+    }
+
+    /// An object's manifest.
+    pub fn head_object(&self, bucket: &str, key: &str) -> Result<ObjectManifest, ObjectError> {
+        self.head_bucket(bucket)?;
+        self.meta.object(bucket, key)?.ok_or(ObjectError::NoSuchKey)
+    }
+
+    /// Deletes an object; deleting a missing key succeeds, as in S3. Its pieces are queued for
+    /// deletion from their nodes.
+    pub fn delete_object(&self, bucket: &str, key: &str) -> Result<(), ObjectError> {
+        self.head_bucket(bucket)?;
+        self.meta.delete_object(bucket, key)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,343 @@
+//! The PUT path: body → digests → segments (sealed, coded, hashed off the async threads) →
+//! `k + m` nodes per segment in parallel → one atomic manifest commit.
+//!
+//! Memory per upload is bounded whatever the object's size: the plaintext of the segment being
+//! gathered (held as the body's own chunks, not copied), the encoder's segment buffer, one coded
+//! segment waiting in a channel of capacity 1, and the segment being sent.
+//!
+//! Crash safety: every piece is recorded as pending under the upload's id *before* it is sent.
+//! The commit turns pending entries into the manifest (and queues any piece the manifest does
+//! not use for deletion) in one write; an upload that fails, is dropped by a disconnecting
+//! client, or dies with the process leaves only pending entries, which become deletions.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chunker::manifest::{Body, ChecksumAlgorithm, PieceLocation};
+use chunker::{DataKey, EncodedSegment, ObjectManifest, SegmentEncoder, SegmentRecord};
+use futures::stream::FuturesUnordered;
+use futures::{Stream, StreamExt};
+use libp2p::PeerId;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::{ObjectError, ObjectService};
+use crate::digest::{BodyDigest, Digests};
+use crate::meta::{Meta, PieceRef};
+use crate::nodes::node_id;
+use crate::placement;
+use crate::time::now_ms;
+
+/// What describes a new object besides its bytes.
+#[derive(Debug, Clone, Default)]
+pub struct PutObject {
+    pub bucket: String,
+    pub key: String,
+    pub content_type: Option<String>,
+    pub user_metadata: BTreeMap<String, String>,
+    /// Checksums to compute and store besides MD5.
+    pub checksums: Vec<ChecksumAlgorithm>,
+}
+
+/// The digests and the segment encoder travel together into blocking tasks and back.
+struct Encoding {
+    digest: BodyDigest,
+    /// `None` once the stream is finished.
+    encoder: Option<SegmentEncoder>,
+}
+
+/// Abandons an upload's pieces unless it was committed: runs on errors and also when the
+/// request future is dropped (a client that disconnects mid-upload).
+struct UploadGuard {
+    meta: Arc<Meta>,
+    id: [u8; 16],
+    committed: bool,
+}
+
+impl Drop for UploadGuard {
+    fn drop(&mut self) {
+        if !self.committed {
+            if let Err(e) = self.meta.abandon_upload(&self.id) {
+                tracing::warn!(error = %e, "could not queue an abandoned upload's pieces for deletion (they are collected at the next start)");
+            }
+        }
+    }
+}
+
+fn random_upload_id() -> Result<[u8; 16], ObjectError> {
+    let mut id = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut id).map_err(|_| chunker::CryptoError::Random)?;
+    Ok(id)
+}
+
+impl ObjectService {
+    /// Stores an object from `body` and commits it. `verify` sees the body's digests once it has
+    /// been read completely and may refuse it (e.g. a checksum the client sent does not match);
+    /// nothing is visible unless it accepts. Returns the committed manifest.
+    pub async fn put_object<S, E>(
+        &self,
+        req: PutObject,
+        body: S,
+        verify: impl FnOnce(&Digests) -> Result<(), ObjectError> + Send,
+    ) -> Result<ObjectManifest, ObjectError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: std::fmt::Display,
+    {
+        self.head_bucket(&req.bucket)?;
+        let mut guard = UploadGuard {
+            meta: self.meta.clone(),
+            id: random_upload_id()?,
+            committed: false,
+        };
+        let data_key = DataKey::generate()?;
+        let wrapped_key = self.master.wrap(&data_key)?;
+        let (body, digests) = self.store_body(&guard.id, &req, data_key, body).await?;
+        verify(&digests)?;
+        let manifest = ObjectManifest {
+            size: digests.size,
+            etag: digests.etag(),
+            content_type: req.content_type,
+            user_metadata: req.user_metadata,
+            checksums: digests.checksums,
+            created_ms: now_ms(),
+            wrapped_key,
+            parts: Vec::new(),
+            body,
+        };
+        self.meta
+            .commit_object(&req.bucket, &req.key, &manifest, &guard.id)
+            .map_err(|e| match e {
+                crate::meta::MetaError::NoSuchBucket => ObjectError::NoSuchBucket,
+                e => e.into(),
+            })?;
+        guard.committed = true;
+        Ok(manifest)
+    }
+
+    /// Reads the body, placing its segments as they fill; small bodies come back inline.
+    async fn store_body<S, E>(
+        &self,
+        upload: &[u8; 16],
+        req: &PutObject,
+        data_key: DataKey,
+        mut body: S,
+    ) -> Result<(Body, Digests), ObjectError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: std::fmt::Display,
+    {
+        let seg_len = self.cfg.params.segment_plaintext_len();
+        let (tx, mut rx) = mpsc::channel::<EncodedSegment>(1);
+        let mut encoding = Some(Encoding {
+            digest: BodyDigest::new(&req.checksums),
+            encoder: Some(SegmentEncoder::with_coder(
+                self.coder.clone(),
+                data_key.clone(),
+                0,
+            )),
+        });
+
+        let produce = async move {
+            let mut held: Vec<Bytes> = Vec::new();
+            let mut held_len = 0usize;
+            let mut emitted = false;
+            while let Some(chunk) = body.next().await {
+                let mut chunk = chunk.map_err(|e| ObjectError::Body(e.to_string()))?;
+                while !chunk.is_empty() {
+                    let take = (seg_len - held_len).min(chunk.len());
+                    held.push(chunk.split_to(take));
+                    held_len += take;
+                    if held_len == seg_len {
+                        let segments =
+                            encode(&mut encoding, std::mem::take(&mut held), false).await?;
+                        held_len = 0;
+                        emitted = true;
+                        for s in segments {
+                            tx.send(s).await.map_err(|_| {
+                                ObjectError::Task("the segment sender stopped".into())
+                            })?;
+                        }
+                    }
+                }
+            }
+            if !emitted && held_len as u64 <= self.cfg.inline_threshold {
+                let Some(mut enc) = encoding.take() else {
+                    return Err(ObjectError::Task("encoder lost".into()));
+                };
+                let plain: Vec<u8> = held.concat();
+                enc.digest.update(&plain);
+                let ciphertext = data_key.seal_inline(&plain)?;
+                return Ok(Some((Body::Inline { ciphertext }, enc.digest.finish())));
+            }
+            for s in encode(&mut encoding, held, true).await? {
+                tx.send(s)
+                    .await
+                    .map_err(|_| ObjectError::Task("the segment sender stopped".into()))?;
+            }
+            let Some(enc) = encoding.take() else {
+                return Err(ObjectError::Task("encoder lost".into()));
+            };
+            Ok::<_, ObjectError>(Some((Body::Segments(Vec::new()), enc.digest.finish())))
+        };
+
+        let consume = async {
+            let mut records = Vec::new();
+            while let Some(segment) = rx.recv().await {
+                records.push(self.store_segment(upload, segment).await?);
+            }
+            Ok::<_, ObjectError>(records)
+        };
+
+        let (produced, records) = tokio::try_join!(produce, consume)?;
+        match produced {
+            Some((Body::Segments(_), digests)) => Ok((Body::Segments(records), digests)),
+            Some((inline, digests)) => Ok((inline, digests)),
+            None => Err(ObjectError::Task("no body produced".into())),
+        }
+    }
+
+    /// Places one segment's `k + m` pieces on distinct nodes, replacing a node that fails with
+    /// the next in placement order, and returns once the write quorum holds them (waiting up to
+    /// the write grace for the rest).
+    async fn store_segment(
+        &self,
+        upload: &[u8; 16],
+        segment: EncodedSegment,
+    ) -> Result<SegmentRecord, ObjectError> {
+        let params = self.cfg.params;
+        let total = params.total();
+        let layout = segment.layout();
+        let piece_len = layout.piece_len() as u64;
+        let ids = segment.ids().to_vec();
+        let candidates = self.nodes.candidates(piece_len);
+        if candidates.len() < total {
+            return Err(ObjectError::NotEnoughNodes {
+                needed: total,
+                online: candidates.len(),
+            });
+        }
+        let ranked: Vec<PeerId> = placement::rank(&candidates, ids[0].as_bytes(), total)
+            .into_iter()
+            .map(|n| n.peer)
+            .collect();
+        let mut spares: VecDeque<PeerId> = ranked[total..].iter().copied().collect();
+        let first: Vec<PieceRef> = (0..total)
+            .map(|i| PieceRef {
+                node: node_id(&ranked[i]),
+                piece: ids[i],
+            })
+            .collect();
+        self.meta.add_pending(upload, &first)?;
+
+        let send = |i: usize, peer: PeerId| {
+            let piece = segment.piece(i);
+            let id = ids[i];
+            async move { (i, peer, self.net.put(peer, id, piece).await) }
+        };
+        let mut inflight = FuturesUnordered::new();
+        for (i, peer) in ranked.iter().take(total).enumerate() {
+            inflight.push(send(i, *peer));
+        }
+        let quorum = self.cfg.write_quorum;
+        let mut placed: Vec<Option<PeerId>> = vec![None; total];
+        let mut stored = 0usize;
+        let mut grace_until: Option<Instant> = None;
+        loop {
+            let next = match grace_until {
+                Some(t) => match tokio::time::timeout_at(t, inflight.next()).await {
+                    Ok(n) => n,
+                    Err(_) => break,
+                },
+                None => inflight.next().await,
+            };
+            let Some((i, peer, result)) = next else { break };
+            match result {
+                Ok(()) => {
+                    placed[i] = Some(peer);
+                    stored += 1;
+                    self.nodes.charge(&peer, piece_len);
+                    if stored == total {
+                        break;
+                    }
+                    if stored >= quorum && grace_until.is_none() {
+                        grace_until = Some(Instant::now() + self.cfg.write_grace);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(piece = i, error = %e, "piece upload failed; trying another node");
+                    if let Some(spare) = spares.pop_front() {
+                        self.meta.add_pending(
+                            upload,
+                            &[PieceRef {
+                                node: node_id(&spare),
+                                piece: ids[i],
+                            }],
+                        )?;
+                        inflight.push(send(i, spare));
+                    }
+                }
+            }
+        }
+        drop(inflight);
+        if stored < quorum {
+            return Err(ObjectError::QuorumFailed {
+                needed: quorum,
+                stored,
+            });
+        }
+        Ok(SegmentRecord {
+            stream: segment.stream(),
+            index: segment.index(),
+            plain_len: layout.plain_len() as u64,
+            params,
+            pieces: ids
+                .iter()
+                .zip(placed)
+                .map(|(id, p)| PieceLocation {
+                    id: *id,
+                    node: p.map(|p| node_id(&p)),
+                })
+                .collect(),
+        })
+    }
+}
+
+/// Digests and encodes `chunks` on a blocking thread; with `last`, also ends the stream.
+async fn encode(
+    state: &mut Option<Encoding>,
+    chunks: Vec<Bytes>,
+    last: bool,
+) -> Result<Vec<EncodedSegment>, ObjectError> {
+    let Some(mut enc) = state.take() else {
+        return Err(ObjectError::Task("encoder lost".into()));
+    };
+    let (enc, result) = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        let mut run = || -> Result<(), ObjectError> {
+            let encoder = enc
+                .encoder
+                .as_mut()
+                .ok_or_else(|| ObjectError::Task("the stream was already finished".into()))?;
+            for chunk in &chunks {
+                enc.digest.update(chunk);
+                let mut rest = &chunk[..];
+                while !rest.is_empty() {
+                    out.extend(encoder.push(&mut rest)?);
+                }
+            }
+            if last {
+                if let Some(encoder) = enc.encoder.take() {
+                    out.extend(encoder.finish()?);
+                }
+            }
+            Ok(())
+        };
+        let result = run();
+        (enc, result.map(|()| out))
+    })
+    .await?;
+    *state = Some(enc);
+    result
+}

@@ -1,0 +1,175 @@
+//! Moving pieces between the gateway and nodes, behind a small trait so the object service can
+//! run against the real network or an in-memory stand-in.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use chunker::PieceId;
+use futures::future::BoxFuture;
+use libp2p::PeerId;
+use storage_node::client::{ClientError, NodeClient};
+use storage_node::protocol::{ByteRange, ErrorKind, Request, Response};
+
+/// Why a piece operation failed, as the data path needs to act on it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PieceError {
+    #[error("node {node} does not hold piece {piece}")]
+    NotFound { node: PeerId, piece: PieceId },
+    #[error("node {node} is full")]
+    Full { node: PeerId },
+    #[error("node {node} holds piece {piece} but it is corrupt")]
+    Corrupt { node: PeerId, piece: PieceId },
+    #[error("node {node} is unreachable: {reason}")]
+    Unreachable { node: PeerId, reason: String },
+    #[error("node {node} refused: {reason}")]
+    Refused { node: PeerId, reason: String },
+    #[error("node {node} answered out of protocol: {reason}")]
+    BadAnswer { node: PeerId, reason: String },
+}
+
+/// Piece transfers with nodes.
+pub trait PieceNet: Send + Sync + 'static {
+    /// Stores `piece` (whose id is `id`) on `node`.
+    fn put(&self, node: PeerId, id: PieceId, piece: Bytes)
+        -> BoxFuture<'_, Result<(), PieceError>>;
+    /// Reads `range` of a piece (the whole piece for `None`).
+    fn get(
+        &self,
+        node: PeerId,
+        id: PieceId,
+        range: Option<std::ops::Range<u64>>,
+    ) -> BoxFuture<'_, Result<Vec<u8>, PieceError>>;
+    /// Deletes pieces; `Ok` once the node no longer has them.
+    fn delete(&self, node: PeerId, ids: Vec<PieceId>) -> BoxFuture<'_, Result<(), PieceError>>;
+}
+
+/// [`PieceNet`] over libp2p with the node protocol.
+#[derive(Debug, Clone)]
+pub struct Libp2pPieces {
+    client: NodeClient,
+    timeout: Duration,
+}
+
+impl Libp2pPieces {
+    /// Transfers through `client`, each with `timeout`.
+    pub fn new(client: NodeClient, timeout: Duration) -> Self {
+        Libp2pPieces { client, timeout }
+    }
+
+    async fn call(
+        &self,
+        node: PeerId,
+        request: Request,
+        payload: &[u8],
+        piece: PieceId,
+    ) -> Result<(Response, Vec<u8>), PieceError> {
+        self.client
+            .call(node, &request, payload, self.timeout)
+            .await
+            .map_err(|e| match e {
+                ClientError::Node { kind, message, .. } => match kind {
+                    ErrorKind::NotFound => PieceError::NotFound { node, piece },
+                    ErrorKind::CapacityFull => PieceError::Full { node },
+                    ErrorKind::Corrupt => PieceError::Corrupt { node, piece },
+                    ErrorKind::Internal => PieceError::Unreachable {
+                        node,
+                        reason: message,
+                    },
+                    ErrorKind::Unauthorized
+                    | ErrorKind::BadRequest
+                    | ErrorKind::UnsupportedVersion => PieceError::Refused {
+                        node,
+                        reason: format!("{kind:?}: {message}"),
+                    },
+                },
+                ClientError::Protocol { source, .. } => PieceError::BadAnswer {
+                    node,
+                    reason: source.to_string(),
+                },
+                e @ (ClientError::Open { .. } | ClientError::Timeout { .. }) => {
+                    PieceError::Unreachable {
+                        node,
+                        reason: e.to_string(),
+                    }
+                }
+            })
+    }
+}
+
+fn unexpected(node: PeerId, response: &Response) -> PieceError {
+    PieceError::BadAnswer {
+        node,
+        reason: format!("unexpected answer {response:?}"),
+    }
+}
+
+impl PieceNet for Libp2pPieces {
+    fn put(
+        &self,
+        node: PeerId,
+        id: PieceId,
+        piece: Bytes,
+    ) -> BoxFuture<'_, Result<(), PieceError>> {
+        Box::pin(async move {
+            let request = Request::PutPiece {
+                id,
+                len: piece.len() as u64,
+            };
+            match self.call(node, request, &piece, id).await? {
+                (Response::Stored { .. }, _) => Ok(()),
+                (other, _) => Err(unexpected(node, &other)),
+            }
+        })
+    }
+
+    fn get(
+        &self,
+        node: PeerId,
+        id: PieceId,
+        range: Option<std::ops::Range<u64>>,
+    ) -> BoxFuture<'_, Result<Vec<u8>, PieceError>> {
+        Box::pin(async move {
+            let want = range.clone();
+            let request = Request::GetPiece {
+                id,
+                range: range.map(|r| ByteRange {
+                    start: r.start,
+                    end: r.end,
+                }),
+            };
+            match self.call(node, request, &[], id).await? {
+                (Response::Piece { .. }, data) => {
+                    if let Some(r) = want {
+                        if data.len() as u64 != r.end - r.start {
+                            return Err(PieceError::BadAnswer {
+                                node,
+                                reason: format!(
+                                    "asked for {} bytes, got {}",
+                                    r.end - r.start,
+                                    data.len()
+                                ),
+                            });
+                        }
+                    }
+                    Ok(data)
+                }
+                (other, _) => Err(unexpected(node, &other)),
+            }
+        })
+    }
+
+    fn delete(&self, node: PeerId, ids: Vec<PieceId>) -> BoxFuture<'_, Result<(), PieceError>> {
+        Box::pin(async move {
+            let Some(&first) = ids.first() else {
+                return Ok(());
+            };
+            match self
+                .call(node, Request::DeletePieces { ids }, &[], first)
+                .await?
+            {
+                (Response::Deleted { .. }, _) => Ok(()),
+                (other, _) => Err(unexpected(node, &other)),
+            }
+        })
+    }
+}

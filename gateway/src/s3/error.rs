@@ -1,0 +1,55 @@
+//! The one place where the object service's errors become S3 errors.
+
+use s3s::{S3Error, S3ErrorCode};
+
+use crate::objects::ObjectError;
+
+/// The S3 error (code, status, message) for an object-service error. Internal details are
+/// logged here, not sent to the client.
+pub fn to_s3(e: ObjectError) -> S3Error {
+    use ObjectError as E;
+    let (code, message): (S3ErrorCode, String) = match &e {
+        E::NoSuchBucket => (
+            S3ErrorCode::NoSuchBucket,
+            "The specified bucket does not exist".into(),
+        ),
+        E::NoSuchKey => (
+            S3ErrorCode::NoSuchKey,
+            "The specified key does not exist.".into(),
+        ),
+        E::BucketExists => (
+            S3ErrorCode::BucketAlreadyOwnedByYou,
+            "Your previous request to create the named bucket succeeded and you already own it."
+                .into(),
+        ),
+        E::BucketNotEmpty => (
+            S3ErrorCode::BucketNotEmpty,
+            "The bucket you tried to delete is not empty".into(),
+        ),
+        E::NotEnoughNodes { .. } | E::QuorumFailed { .. } | E::Unreadable { .. } => {
+            tracing::warn!(error = %e, "storage network cannot serve the request");
+            (S3ErrorCode::ServiceUnavailable, e.to_string())
+        }
+        E::Busy => (
+            S3ErrorCode::SlowDown,
+            "Please reduce your request rate.".into(),
+        ),
+        E::Body(_) => (S3ErrorCode::IncompleteBody, e.to_string()),
+        E::BadDigest(_) => (S3ErrorCode::BadDigest, e.to_string()),
+        E::Invalid(_) => (S3ErrorCode::InvalidArgument, e.to_string()),
+        E::Meta(_) | E::Crypto(_) | E::Encode(_) | E::Task(_) => {
+            tracing::error!(error = %e, "internal error");
+            (
+                S3ErrorCode::InternalError,
+                "We encountered an internal error. Please try again.".into(),
+            )
+        }
+    };
+    S3Error::with_message(code, message)
+}
+
+impl From<ObjectError> for S3Error {
+    fn from(e: ObjectError) -> Self {
+        to_s3(e)
+    }
+}

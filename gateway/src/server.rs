@@ -1,0 +1,221 @@
+//! The composition root: builds every part of a gateway from its [`Config`], runs it, and shuts
+//! it down in order.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::error_handling::HandleError;
+use axum::routing::get;
+use axum::Router;
+use chunker::MasterKey;
+use libp2p::{Multiaddr, PeerId};
+use s3s::service::S3ServiceBuilder;
+use storage_node::client::{serve_registrations, NodeClient};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::meta::Meta;
+use crate::nodes::Nodes;
+use crate::objects::{DataConfig, ObjectService};
+use crate::pieces::{Libp2pPieces, PieceNet};
+use crate::s3::auth::StoredKeys;
+use crate::s3::S3Api;
+use crate::secrets;
+
+/// Nodes whose registration streams are served at once.
+const MAX_REGISTRATIONS: usize = 4096;
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct Gateway {
+    /// Where S3 clients connect.
+    pub s3_addr: SocketAddr,
+    /// Where `/health` is served.
+    pub admin_addr: SocketAddr,
+    /// The gateway's libp2p identity, which nodes are configured to obey.
+    pub peer_id: PeerId,
+    /// Addresses nodes can dial, each ending in `/p2p/<peer id>`.
+    pub p2p_addrs: Vec<Multiaddr>,
+    pub meta: Arc<Meta>,
+    pub master: Arc<MasterKey>,
+    pub nodes: Arc<Nodes>,
+    pub objects: Arc<ObjectService>,
+    cancel: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+/// Opens the metadata and keys in `config.data_dir` (creating them on first start).
+pub fn open_state(data_dir: &Path) -> anyhow::Result<(Arc<Meta>, Arc<MasterKey>)> {
+    std::fs::create_dir_all(data_dir).with_context(|| format!("create {}", data_dir.display()))?;
+    let master = Arc::new(secrets::master_key(data_dir)?);
+    let meta = Arc::new(
+        Meta::open(&data_dir.join("meta"))
+            .with_context(|| format!("open the metadata in {}", data_dir.display()))?,
+    );
+    Ok((meta, master))
+}
+
+impl Gateway {
+    /// Starts every part and returns once all listeners are bound.
+    pub async fn start(config: Config) -> anyhow::Result<Gateway> {
+        let (meta, master) = open_state(&config.data_dir)?;
+        let keypair = secrets::identity(&config.data_dir)?;
+        let peer_id = keypair.public().to_peer_id();
+        let orphans = meta
+            .abandon_all_uploads()
+            .context("collect the pieces of uploads cut short by the last stop")?;
+        if orphans > 0 {
+            tracing::info!(
+                pieces = orphans,
+                "uploads interrupted by the last stop were abandoned; their pieces will be deleted"
+            );
+        }
+
+        let host = storage_node::net::spawn(keypair)?;
+        for addr in &config.p2p_listen {
+            host.listen(addr.clone())
+                .await
+                .with_context(|| format!("listen for nodes on {addr}"))?;
+        }
+        let p2p_addrs = host
+            .listen_addrs(std::time::Duration::from_secs(5))
+            .await
+            .into_iter()
+            .map(|a| a.with(libp2p::multiaddr::Protocol::P2p(peer_id)))
+            .collect();
+
+        let nodes = Arc::new(Nodes::load(
+            meta.clone(),
+            host.clone(),
+            config.heartbeat,
+            config.allowed_nodes.clone(),
+        )?);
+        let net: Arc<dyn PieceNet> = Arc::new(Libp2pPieces::new(
+            NodeClient::new(host.clone()),
+            config.node_timeout,
+        ));
+        let objects = Arc::new(ObjectService::new(
+            meta.clone(),
+            nodes.clone(),
+            net.clone(),
+            master.clone(),
+            DataConfig {
+                params: config.params,
+                inline_threshold: config.inline_threshold,
+                write_quorum: config.write_quorum,
+                write_grace: config.write_grace,
+            },
+        ));
+
+        let cancel = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        {
+            let nodes = nodes.clone();
+            let handler = Arc::new(move |peer, reg| nodes.register(peer, reg));
+            let stop = cancel.clone();
+            tasks.spawn(async move {
+                tokio::select! {
+                    r = serve_registrations(host, handler, MAX_REGISTRATIONS) => {
+                        if let Err(e) = r {
+                            tracing::error!(error = %e, "registration service stopped");
+                        }
+                    }
+                    () = stop.cancelled() => {}
+                }
+            });
+        }
+        tasks.spawn(crate::gc::run(
+            meta.clone(),
+            nodes.clone(),
+            net,
+            config.gc_interval,
+            cancel.clone(),
+        ));
+
+        let s3 = {
+            let mut b = S3ServiceBuilder::new(S3Api::new(
+                objects.clone(),
+                config.max_requests,
+                config.region.clone(),
+            ));
+            b.set_auth(StoredKeys {
+                meta: meta.clone(),
+                master: master.clone(),
+            });
+            b.build()
+        };
+        let s3 = HandleError::new(s3, |e: s3s::HttpError| async move {
+            tracing::warn!(error = ?e, "S3 request failed below the S3 layer");
+            axum::http::StatusCode::BAD_REQUEST
+        });
+        let s3_listener = tokio::net::TcpListener::bind(config.s3_listen)
+            .await
+            .with_context(|| format!("listen for S3 clients on {}", config.s3_listen))?;
+        let s3_addr = s3_listener.local_addr()?;
+        let app = Router::new().fallback_service(s3);
+        let shutdown = cancel.clone();
+        tasks.spawn(async move {
+            let serve = axum::serve(s3_listener, app)
+                .with_graceful_shutdown(async move { shutdown.cancelled().await });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "S3 listener stopped");
+            }
+        });
+
+        let admin_listener = tokio::net::TcpListener::bind(config.admin_listen)
+            .await
+            .with_context(|| format!("listen for admin requests on {}", config.admin_listen))?;
+        let admin_addr = admin_listener.local_addr()?;
+        let admin = Router::new().route("/health", get(|| async { "ok\n" }));
+        let shutdown = cancel.clone();
+        tasks.spawn(async move {
+            let serve = axum::serve(admin_listener, admin)
+                .with_graceful_shutdown(async move { shutdown.cancelled().await });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "admin listener stopped");
+            }
+        });
+
+        tracing::info!(%s3_addr, %admin_addr, %peer_id, "gateway started");
+        Ok(Gateway {
+            s3_addr,
+            admin_addr,
+            peer_id,
+            p2p_addrs,
+            meta,
+            master,
+            nodes,
+            objects,
+            cancel,
+            tasks,
+        })
+    }
+
+    /// A token that stops the gateway when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// Runs until the shutdown token fires, then stops every task.
+    pub async fn wait(mut self) {
+        self.cancel.cancelled().await;
+        self.stop().await;
+    }
+
+    /// Stops listening, lets requests in flight finish (up to a grace period), stops workers.
+    pub async fn stop(&mut self) {
+        self.cancel.cancel();
+        let drain = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(storage_node::daemon::SHUTDOWN_GRACE, drain)
+            .await
+            .is_err()
+        {
+            tracing::warn!("requests still running after the grace period; aborting them");
+            self.tasks.abort_all();
+        }
+        tracing::info!("gateway stopped");
+    }
+}
