@@ -1,0 +1,217 @@
+//! The real `gateway` binary running `gateway dev` (the gateway plus `storage-node` processes):
+//! a kill -9 in the middle of an upload leaves no visible object, loses nothing committed, and
+//! the restarted network collects the abandoned pieces from the nodes.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::primitives::ByteStream;
+use rustix::process::{kill_process, Pid, Signal};
+
+const BIN: &str = env!("CARGO_BIN_EXE_gateway");
+
+/// A port that was free a moment ago (`gateway dev` also uses the next one, +10 and +100…).
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+fn spawn_dev(data: &Path, port: u16) -> Child {
+    let storage_node = Path::new(BIN).with_file_name("storage-node");
+    assert!(
+        storage_node.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` so it is built",
+        storage_node.display()
+    );
+    Command::new(BIN)
+        .args(["dev", "--nodes", "6", "--data"])
+        .arg(data)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .env("GATEWAY_HEARTBEAT", "1s")
+        .env("GATEWAY_GC_INTERVAL", "300ms")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_cluster(data: &Path) -> serde_json::Value {
+    let path = data.join("cluster.json");
+    for _ in 0..1200 {
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            if let Ok(v) = serde_json::from_str(&text) {
+                return v;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("gateway dev did not write {}", path.display());
+}
+
+fn client(cluster: &serde_json::Value) -> aws_sdk_s3::Client {
+    let s = |k: &str| cluster[k].as_str().unwrap().to_string();
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(s("region")))
+        .endpoint_url(s("endpoint"))
+        .credentials_provider(Credentials::new(
+            s("access_key"),
+            s("secret_key"),
+            None,
+            None,
+            "t",
+        ))
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+fn piece_files(data: &Path) -> usize {
+    fn walk(dir: &Path) -> usize {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return 0;
+        };
+        entries
+            .flatten()
+            .map(|e| {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p)
+                } else {
+                    1
+                }
+            })
+            .sum()
+    }
+    (0..6)
+        .map(|i| walk(&data.join(format!("node-{i}")).join("pieces")))
+        .sum()
+}
+
+fn pid(raw: u32) -> Pid {
+    Pid::from_raw(i32::try_from(raw).unwrap()).unwrap()
+}
+
+async fn wait_gone(raw: u32) {
+    for _ in 0..400 {
+        if rustix::process::test_kill_process(pid(raw)).is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("process {raw} did not exit");
+}
+
+fn node_pids(cluster: &serde_json::Value) -> Vec<u32> {
+    cluster["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| u32::try_from(n["pid"].as_u64().unwrap()).unwrap())
+        .collect()
+}
+
+fn data(i: usize, len: usize) -> Vec<u8> {
+    (0..len).map(|j| ((i * 31 + j * 7) % 251) as u8).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_upload_leaves_no_object_and_the_restart_collects_its_pieces() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir: PathBuf = dir.path().join("dev");
+    let port = free_port();
+    let mut gateway = spawn_dev(&data_dir, port);
+    let cluster = wait_cluster(&data_dir).await;
+    let s3 = client(&cluster);
+    s3.create_bucket().bucket("crash").send().await.unwrap();
+    let kept = data(1, 9_000_000);
+    s3.put_object()
+        .bucket("crash")
+        .key("kept")
+        .body(ByteStream::from(kept.clone()))
+        .send()
+        .await
+        .unwrap();
+    let committed_files = piece_files(&data_dir);
+    assert_eq!(committed_files, 18, "three segments of six pieces");
+
+    // A large upload; kill everything once its first pieces reach the nodes.
+    let uploader = {
+        let s3 = s3.clone();
+        tokio::spawn(async move {
+            s3.put_object()
+                .bucket("crash")
+                .key("torn")
+                .body(ByteStream::from(data(2, 64 << 20)))
+                .send()
+                .await
+        })
+    };
+    let mut seen = committed_files;
+    for _ in 0..4000 {
+        seen = piece_files(&data_dir);
+        if seen > committed_files {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(seen > committed_files, "the upload never reached the nodes");
+    let _ = kill_process(pid(gateway.id()), Signal::KILL);
+    let _ = gateway.wait();
+    for node in node_pids(&cluster) {
+        let _ = kill_process(pid(node), Signal::KILL);
+        wait_gone(node).await;
+    }
+    assert!(
+        uploader.await.unwrap().is_err(),
+        "the torn upload cannot have succeeded"
+    );
+
+    // Restart on the same data.
+    std::fs::remove_file(data_dir.join("cluster.json")).unwrap();
+    let mut gateway = spawn_dev(&data_dir, port);
+    let cluster = wait_cluster(&data_dir).await;
+    let s3 = client(&cluster);
+    let torn = s3.head_object().bucket("crash").key("torn").send().await;
+    assert!(torn.is_err(), "a torn upload must not be visible");
+    let got = s3
+        .get_object()
+        .bucket("crash")
+        .key("kept")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        got.body.collect().await.unwrap().into_bytes().to_vec(),
+        kept
+    );
+
+    let mut left = 0;
+    for _ in 0..200 {
+        left = piece_files(&data_dir);
+        if left == committed_files {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        left, committed_files,
+        "the torn upload's pieces are collected"
+    );
+
+    // Ctrl-C stops the gateway and its nodes cleanly.
+    let nodes = node_pids(&cluster);
+    let _ = kill_process(pid(gateway.id()), Signal::INT);
+    let status = gateway.wait().unwrap();
+    assert!(status.success(), "{status}");
+    for node in nodes {
+        wait_gone(node).await;
+    }
+}
