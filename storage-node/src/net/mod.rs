@@ -2,16 +2,19 @@
 //! a cloneable [`HostHandle`] that sends it commands over a bounded channel and opens or accepts
 //! streams through `libp2p_stream`.
 //!
-//! Transport: TCP with TLS 1.3 (AES-GCM, hardware-accelerated) preferred over Noise, and Yamux.
+//! Transport: TCP with TLS 1.3 ([`tls`]: AES-GCM, hardware-accelerated) preferred over Noise, and
+//! Yamux.
 //! Connections stay up while idle (a node behind NAT must keep the connection it opened), and
 //! `ping` detects dead peers.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
+pub mod tls;
+
 use futures::StreamExt;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{identity::Keypair, noise, ping, tcp, tls, yamux, Multiaddr, PeerId, Swarm};
+use libp2p::{identity::Keypair, noise, ping, tcp, yamux, Multiaddr, PeerId, Swarm};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// The behaviours every host runs.
