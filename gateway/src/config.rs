@@ -49,6 +49,8 @@ pub struct RawConfig {
     pub write_grace: String,
     /// Deadline of one piece transfer with a node.
     pub node_timeout: String,
+    /// A segment read taking longer than this also asks the parity pieces' nodes (hedging).
+    pub hedge_after: String,
     /// How often nodes re-register; a node silent for three heartbeats is offline.
     pub heartbeat: String,
     /// Node ids allowed to register. Empty: any node with a valid identity may join.
@@ -74,6 +76,7 @@ impl Default for RawConfig {
             write_quorum: 0,
             write_grace: "2s".into(),
             node_timeout: "30s".into(),
+            hedge_after: "500ms".into(),
             heartbeat: "10s".into(),
             allowed_nodes: Vec::new(),
             max_requests: 64,
@@ -95,6 +98,7 @@ pub struct Config {
     pub write_quorum: usize,
     pub write_grace: Duration,
     pub node_timeout: Duration,
+    pub hedge_after: Duration,
     pub heartbeat: Duration,
     pub allowed_nodes: Vec<PeerId>,
     pub max_requests: usize,
@@ -176,6 +180,7 @@ impl RawConfig {
             write_quorum,
             write_grace: parse_duration(&self.write_grace).context("write_grace")?,
             node_timeout: duration("node_timeout", &self.node_timeout)?,
+            hedge_after: duration("hedge_after", &self.hedge_after)?,
             heartbeat: duration("heartbeat", &self.heartbeat)?,
             allowed_nodes: self
                 .allowed_nodes

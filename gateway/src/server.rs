@@ -107,6 +107,7 @@ impl Gateway {
                 inline_threshold: config.inline_threshold,
                 write_quorum: config.write_quorum,
                 write_grace: config.write_grace,
+                hedge_after: config.hedge_after,
             },
         ));
 

@@ -14,13 +14,19 @@ use rustix::process::{kill_process, Pid, Signal};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gateway");
 
+/// Quick failure detection and garbage collection.
+const FAST_GC: &[(&str, &str)] = &[
+    ("GATEWAY_HEARTBEAT", "1s"),
+    ("GATEWAY_GC_INTERVAL", "300ms"),
+];
+
 /// A port that was free a moment ago (`gateway dev` also uses the next one, +10 and +100…).
 fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
 }
 
-fn spawn_dev(data: &Path, port: u16) -> Child {
+fn spawn_dev(data: &Path, port: u16, env: &[(&str, &str)]) -> Child {
     let storage_node = Path::new(BIN).with_file_name("storage-node");
     assert!(
         storage_node.exists(),
@@ -32,8 +38,7 @@ fn spawn_dev(data: &Path, port: u16) -> Child {
         .arg(data)
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
-        .env("GATEWAY_HEARTBEAT", "1s")
-        .env("GATEWAY_GC_INTERVAL", "300ms")
+        .envs(env.iter().copied())
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -127,7 +132,7 @@ async fn kill_9_mid_upload_leaves_no_object_and_the_restart_collects_its_pieces(
     let dir = tempfile::tempdir().unwrap();
     let data_dir: PathBuf = dir.path().join("dev");
     let port = free_port();
-    let mut gateway = spawn_dev(&data_dir, port);
+    let mut gateway = spawn_dev(&data_dir, port, FAST_GC);
     let cluster = wait_cluster(&data_dir).await;
     let s3 = client(&cluster);
     s3.create_bucket().bucket("crash").send().await.unwrap();
@@ -176,7 +181,7 @@ async fn kill_9_mid_upload_leaves_no_object_and_the_restart_collects_its_pieces(
 
     // Restart on the same data.
     std::fs::remove_file(data_dir.join("cluster.json")).unwrap();
-    let mut gateway = spawn_dev(&data_dir, port);
+    let mut gateway = spawn_dev(&data_dir, port, FAST_GC);
     let cluster = wait_cluster(&data_dir).await;
     let s3 = client(&cluster);
     let torn = s3.head_object().bucket("crash").key("torn").send().await;
@@ -211,6 +216,53 @@ async fn kill_9_mid_upload_leaves_no_object_and_the_restart_collects_its_pieces(
     let _ = kill_process(pid(gateway.id()), Signal::INT);
     let status = gateway.wait().unwrap();
     assert!(status.success(), "{status}");
+    for node in nodes {
+        wait_gone(node).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_hedge_around_a_hung_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir: PathBuf = dir.path().join("dev");
+    // A node that hangs keeps its connection and stays "online" for three heartbeats (30 s
+    // here), and a transfer with it would wait for the node timeout (10 minutes here): only
+    // hedging can finish the read while it hangs.
+    let env = [
+        ("GATEWAY_NODE_TIMEOUT", "600s"),
+        ("GATEWAY_HEDGE_AFTER", "200ms"),
+    ];
+    let mut gateway = spawn_dev(&data_dir, free_port(), &env);
+    let cluster = wait_cluster(&data_dir).await;
+    let s3 = client(&cluster);
+    s3.create_bucket().bucket("hung").send().await.unwrap();
+    let body = data(3, 9_000_000);
+    s3.put_object()
+        .bucket("hung")
+        .key("obj")
+        .body(ByteStream::from(body.clone()))
+        .send()
+        .await
+        .unwrap();
+
+    let nodes = node_pids(&cluster);
+    let _ = kill_process(pid(nodes[0]), Signal::STOP);
+    let read = async {
+        let got = s3
+            .get_object()
+            .bucket("hung")
+            .key("obj")
+            .send()
+            .await
+            .unwrap();
+        got.body.collect().await.unwrap().into_bytes().to_vec()
+    };
+    let got = tokio::time::timeout(Duration::from_secs(60), read).await;
+    let _ = kill_process(pid(nodes[0]), Signal::CONT);
+    assert_eq!(got.expect("the read must not wait for the hung node"), body);
+
+    let _ = kill_process(pid(gateway.id()), Signal::INT);
+    assert!(gateway.wait().unwrap().success());
     for node in nodes {
         wait_gone(node).await;
     }

@@ -59,6 +59,7 @@ impl ObjectService {
             coder: self.coder.clone(),
             key,
             segments,
+            hedge_after: self.cfg.hedge_after,
         });
         let spans = manifest.segments_in(range);
         Ok(stream::iter(spans)
@@ -77,6 +78,7 @@ struct SegmentReader {
     coder: Arc<Coder>,
     key: DataKey,
     segments: Vec<SegmentRecord>,
+    hedge_after: std::time::Duration,
 }
 
 impl SegmentReader {
@@ -92,13 +94,34 @@ impl SegmentReader {
         let layout = seg.layout().map_err(|e| unreadable(e.to_string()))?;
         let plan =
             RangePlan::new(&layout, span.range.clone()).map_err(|e| unreadable(e.to_string()))?;
-        match self.read_healthy(seg, &plan).await {
-            Ok(plain) => return Ok(plain),
-            Err(reason) => {
-                tracing::info!(segment = span.segment, %reason, "healthy read failed; reading from parity");
-            }
+        let healthy = self.read_healthy(seg, &plan);
+        tokio::pin!(healthy);
+        tokio::select! {
+            result = &mut healthy => match result {
+                Ok(plain) => return Ok(plain),
+                Err(reason) => {
+                    tracing::info!(segment = span.segment, %reason, "healthy read failed; reading from parity");
+                    return self.read_degraded(seg, span.range, span.segment, seg.params.k()).await;
+                }
+            },
+            () = tokio::time::sleep(self.hedge_after) => {}
         }
-        self.read_degraded(seg, span.range, span.segment).await
+        // Slow: hedge with a degraded read that asks every piece's node at once and takes the
+        // first k that verify, so one slow node cannot hold the segment up. Whichever read
+        // succeeds first wins.
+        tracing::info!(segment = span.segment, after = ?self.hedge_after, "healthy read is slow; hedging");
+        let degraded = self.read_degraded(seg, span.range, span.segment, seg.pieces.len());
+        tokio::pin!(degraded);
+        tokio::select! {
+            result = &mut healthy => match result {
+                Ok(plain) => Ok(plain),
+                Err(_) => degraded.await,
+            },
+            result = &mut degraded => match result {
+                Ok(plain) => Ok(plain),
+                Err(e) => healthy.await.map_err(|_| e),
+            },
+        }
     }
 
     /// Fetches exactly the planned slices from the data pieces' nodes and decrypts them.
@@ -111,6 +134,9 @@ impl SegmentReader {
                     .as_ref()
                     .and_then(peer_of)
                     .ok_or_else(|| format!("piece {} has no node", slice.piece))?;
+                if !self.nodes.is_online(&peer) {
+                    return Err(format!("the node of piece {} is offline", slice.piece));
+                }
                 let range = slice.range.start as u64..slice.range.end as u64;
                 self.net
                     .get(peer, piece.id, Some(range))
@@ -133,11 +159,13 @@ impl SegmentReader {
     }
 
     /// Fetches whole pieces until `k` verify against their ids, then decodes.
+    /// Starts with `width` (≥ k) fetches at once, more as fetches fail.
     async fn read_degraded(
         &self,
         seg: &SegmentRecord,
         range: Range<usize>,
         index: usize,
+        width: usize,
     ) -> Result<Vec<u8>, ObjectError> {
         let k = seg.params.k();
         // Online nodes first, data pieces before parity within each group.
@@ -171,7 +199,7 @@ impl SegmentReader {
                 (i, checked)
             }
         };
-        for i in order.by_ref().take(k) {
+        for i in order.by_ref().take(width.max(k)) {
             inflight.push(fetch(i));
         }
         while let Some((i, result)) = inflight.next().await {

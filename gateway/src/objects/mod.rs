@@ -30,6 +30,8 @@ pub struct DataConfig {
     pub write_quorum: usize,
     /// After the quorum, how long the remaining pieces may still take.
     pub write_grace: Duration,
+    /// A segment read slower than this is hedged with a read from every piece's node.
+    pub hedge_after: Duration,
 }
 
 /// Why an object operation failed, in terms the S3 layer maps to S3 errors.
