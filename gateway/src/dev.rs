@@ -96,7 +96,6 @@ pub async fn run(opts: DevOptions, cancel: CancellationToken) -> anyhow::Result<
         .to_string();
 
     let (access_key, secret_key) = dev_key(&gateway)?;
-    let admin_token = admin_token(&data.join("gateway"))?;
 
     let binary = storage_node_binary();
     let mut children: Vec<(Child, PathBuf)> = Vec::new();
@@ -158,7 +157,7 @@ pub async fn run(opts: DevOptions, cancel: CancellationToken) -> anyhow::Result<
         secret_key: secret_key.clone(),
         admin: AdminInfo {
             address: format!("http://{}", gateway.admin_addr),
-            token: admin_token,
+            token: gateway.admin_token.clone(),
         },
         gateway_pid: std::process::id(),
         gateway_peer_id: gateway.peer_id.to_string(),
@@ -192,17 +191,6 @@ fn dev_key(gateway: &Gateway) -> anyhow::Result<(String, String)> {
     }
     let key = crate::keys::create(&gateway.meta, &gateway.master, "gateway dev")?;
     Ok((key.id, key.secret))
-}
-
-/// The admin token in `<dir>/admin.token`, created on first use.
-fn admin_token(dir: &Path) -> anyhow::Result<String> {
-    let path = dir.join("admin.token");
-    if let Ok(t) = std::fs::read_to_string(&path) {
-        return Ok(t.trim().to_string());
-    }
-    let token = crate::digest::hex(&chunker::DataKey::generate()?.to_bytes());
-    crate::secrets::write_new_secret(&path, token.as_bytes())?;
-    Ok(token)
 }
 
 async fn start_nodes(

@@ -8,9 +8,11 @@
 //!   online, with what space), [`placement`] (which nodes get a segment's pieces) and
 //!   [`pieces`] (piece transfers over libp2p, behind a trait).
 //! - [`gc`]: the worker that deletes pieces nothing references any more.
+//! - [`admin`]: `/health` and the token-protected admin API (`gateway status` reads it).
 //! - [`server`]: the composition root; [`dev`]: a whole local network in one command.
 //! - [`config`], [`secrets`], [`keys`]: configuration, the master key and identity, access keys.
 
+pub mod admin;
 pub mod config;
 pub mod dev;
 pub mod digest;

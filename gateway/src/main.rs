@@ -42,6 +42,14 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9000")]
         listen: SocketAddr,
     },
+    /// Nodes, capacity and health of a running gateway (from its admin API).
+    Status {
+        #[arg(long, env = "GATEWAY_CONFIG")]
+        config: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Manage S3 access keys (while the gateway is stopped).
     Keys {
         #[arg(long, env = "GATEWAY_CONFIG")]
@@ -99,6 +107,9 @@ fn main() -> ExitCode {
             })
         }),
         Command::Keys { config, action } => keys(config, action),
+        Command::Status { config, json } => {
+            runtime().and_then(|rt| rt.block_on(status(config, json)))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -124,6 +135,46 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
     }
     storage_node::daemon::cancel_on_signals(gateway.shutdown_token())?;
     gateway.wait().await;
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)] // printing is this command's job
+async fn status(config: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
+    use storage_node::units::format_size;
+    let config = RawConfig::load(config.as_deref())?.validate()?;
+    let token = std::fs::read_to_string(config.data_dir.join(gateway::admin::TOKEN_FILE))
+        .context("read the admin token (has the gateway been started with this data_dir?)")?;
+    let s = gateway::admin::fetch_status(config.admin_listen, token.trim()).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(());
+    }
+    let health = if s.nodes_online >= s.segment_width {
+        "writable"
+    } else {
+        "NOT writable: fewer online nodes than pieces per segment"
+    };
+    println!(
+        "nodes online  {} of {} ({health})\ncapacity      {} online, {} used, {} free\nbuckets       {}\ndelete queue  {} pieces\n",
+        s.nodes_online,
+        s.nodes.len(),
+        format_size(s.capacity_bytes),
+        format_size(s.used_bytes),
+        format_size(s.free_bytes),
+        s.buckets,
+        s.delete_queue,
+    );
+    for n in &s.nodes {
+        let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!(
+            "{} {:<7} used {:>10} of {:>10}  {}",
+            n.id,
+            if n.online { "online" } else { "offline" },
+            format_size(n.used_bytes),
+            format_size(n.capacity_bytes),
+            labels.join(",")
+        );
+    }
     Ok(())
 }
 

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use axum::error_handling::HandleError;
-use axum::routing::get;
 use axum::Router;
 use chunker::MasterKey;
 use libp2p::{Multiaddr, PeerId};
@@ -33,8 +32,10 @@ const MAX_REGISTRATIONS: usize = 4096;
 pub struct Gateway {
     /// Where S3 clients connect.
     pub s3_addr: SocketAddr,
-    /// Where `/health` is served.
+    /// Where `/health` and the admin API are served.
     pub admin_addr: SocketAddr,
+    /// The admin API's bearer token (also in `<data_dir>/admin.token`).
+    pub admin_token: String,
     /// The gateway's libp2p identity, which nodes are configured to obey.
     pub peer_id: PeerId,
     /// Addresses nodes can dial, each ending in `/p2p/<peer id>`.
@@ -170,7 +171,13 @@ impl Gateway {
             .await
             .with_context(|| format!("listen for admin requests on {}", config.admin_listen))?;
         let admin_addr = admin_listener.local_addr()?;
-        let admin = Router::new().route("/health", get(|| async { "ok\n" }));
+        let admin_token = crate::admin::token(&config.data_dir)?;
+        let admin = crate::admin::router(
+            nodes.clone(),
+            meta.clone(),
+            admin_token.clone(),
+            config.params.total(),
+        );
         let shutdown = cancel.clone();
         tasks.spawn(async move {
             let serve = axum::serve(admin_listener, admin)
@@ -184,6 +191,7 @@ impl Gateway {
         Ok(Gateway {
             s3_addr,
             admin_addr,
+            admin_token,
             peer_id,
             p2p_addrs,
             meta,

@@ -232,10 +232,27 @@ async fn reads_hedge_around_a_hung_node() {
         ("GATEWAY_NODE_TIMEOUT", "600s"),
         ("GATEWAY_HEDGE_AFTER", "200ms"),
     ];
-    let mut gateway = spawn_dev(&data_dir, free_port(), &env);
+    let port = free_port();
+    let mut gateway = spawn_dev(&data_dir, port, &env);
     let cluster = wait_cluster(&data_dir).await;
     let s3 = client(&cluster);
     s3.create_bucket().bucket("hung").send().await.unwrap();
+
+    // `gateway status` reads the running gateway's admin API.
+    let out = Command::new(BIN)
+        .args(["status", "--json"])
+        .env("GATEWAY_DATA_DIR", data_dir.join("gateway"))
+        .env("GATEWAY_ADMIN_LISTEN", format!("127.0.0.1:{}", port + 1))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["nodes_online"], 6);
+    assert_eq!(status["buckets"], 1);
     let body = data(3, 9_000_000);
     s3.put_object()
         .bucket("hung")
