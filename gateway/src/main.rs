@@ -84,6 +84,9 @@ fn init_logging() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Run { .. } | Command::Dev { .. }) {
+        storage_node::daemon::limit_malloc_arenas();
+    }
     init_logging();
     let result = match cli.command {
         Command::Run { config } => runtime().and_then(|rt| rt.block_on(run(config))),

@@ -17,6 +17,34 @@ use crate::store::{DiskStore, DiskStoreOptions, NodeCounters, PieceStore};
 /// How long in-flight requests may take to finish at shutdown.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
+/// Arenas glibc malloc may use in our daemons.
+pub const MALLOC_ARENAS: &str = "2";
+
+/// Makes glibc malloc use at most [`MALLOC_ARENAS`] arenas, by re-executing this binary once
+/// with `MALLOC_ARENA_MAX` set (glibc reads it only at startup; the process keeps its pid).
+/// Call first thing in `main`, before any thread exists.
+///
+/// glibc gives every thread that allocates its own arena (up to 8 per core), and the data path
+/// allocates segment-sized buffers on whichever blocking thread encodes or decodes: with the
+/// default, the gateway's peak RSS at four concurrent 64 MiB uploads was 188–197 MiB and each
+/// fresh arena's pages cost faults; with two arenas it was 159 MiB, and single streams stayed
+/// under 77 MiB (docs/performance.md). An operator's own `MALLOC_ARENA_MAX` is respected.
+pub fn limit_malloc_arenas() {
+    use std::os::unix::process::CommandExt;
+    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let err = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env("MALLOC_ARENA_MAX", MALLOC_ARENAS)
+        .exec();
+    // Only reached if the exec failed: run on with glibc's defaults.
+    tracing::warn!(error = %err, "could not re-execute with MALLOC_ARENA_MAX set; using malloc defaults");
+}
+
 /// Free bytes on the filesystem holding `path`.
 pub fn disk_free(path: &std::path::Path) -> Option<u64> {
     let s = rustix::fs::statvfs(path).ok()?;

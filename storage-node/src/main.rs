@@ -83,6 +83,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Run { .. }) {
+        storage_node::daemon::limit_malloc_arenas();
+    }
     let result = match cli.command {
         Command::Init {
             data_dir,
