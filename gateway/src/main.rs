@@ -75,7 +75,9 @@ enum KeyAction {
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // s3s logs every error answer (a 404 included) at ERROR; ours are logged where they
+        // are handled, so its service log is off unless asked for.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,s3s::service=off"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -15,8 +15,13 @@
 //!   whatever made them garbage (an overwrite, a delete, an abandoned upload), drained by the
 //!   delete worker when the node is reachable.
 //!
+//! - `uploads`: `bucket 0x00 key 0x00 upload id` → [`UploadRecord`]: multipart uploads in
+//!   progress, in listing order.
+//! - `parts`: `upload id ‖ part number` → [`StoredPart`]: their uploaded parts.
+//!
 //! Every value starts with a format byte.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -32,7 +37,11 @@ const CF_KEYS: &str = "keys";
 const CF_NODES: &str = "nodes";
 const CF_PENDING: &str = "pending";
 const CF_GC: &str = "gc";
-const ALL_CFS: [&str; 6] = [CF_BUCKETS, CF_OBJECTS, CF_KEYS, CF_NODES, CF_PENDING, CF_GC];
+const CF_UPLOADS: &str = "uploads";
+const CF_PARTS: &str = "parts";
+const ALL_CFS: [&str; 8] = [
+    CF_BUCKETS, CF_OBJECTS, CF_KEYS, CF_NODES, CF_PENDING, CF_GC, CF_UPLOADS, CF_PARTS,
+];
 
 /// Format byte of every record this module writes.
 const RECORD_FORMAT: u8 = 1;
@@ -50,6 +59,8 @@ pub enum MetaError {
     BucketExists,
     #[error("the bucket is not empty")]
     BucketNotEmpty,
+    #[error("no such multipart upload")]
+    NoSuchUpload,
 }
 
 /// A bucket.
@@ -342,22 +353,42 @@ impl Meta {
             return Err(MetaError::NoSuchBucket);
         }
         let mut batch = WriteBatch::default();
-        let used: std::collections::HashSet<PieceRef> =
-            placed_pieces(manifest).into_iter().collect();
+        let used: HashSet<PieceRef> = placed_pieces(manifest).into_iter().collect();
+        self.settle_pending(&mut batch, upload, &used)?;
+        self.replace_object(&mut batch, bucket, key, manifest, &used)?;
+        self.write(batch)
+    }
+
+    /// Adds to `batch`: clear `upload`'s pending entries, queueing those not in `used`.
+    fn settle_pending(
+        &self,
+        batch: &mut WriteBatch,
+        upload: &[u8; 16],
+        used: &HashSet<PieceRef>,
+    ) -> Result<(), MetaError> {
         for (k, piece) in self.pending_of(upload)? {
             batch.delete_cf(self.cf(CF_PENDING), k);
             if !used.contains(&piece) {
-                batch.put_cf(
-                    self.cf(CF_GC),
-                    node_piece_key(&piece.node, &piece.piece),
-                    [],
-                );
+                self.queue_gc(batch, &piece);
             }
         }
+        Ok(())
+    }
+
+    /// Adds to `batch`: store `manifest` under `bucket`/`key`, queueing the pieces of the
+    /// version it replaces that are not in `used`.
+    fn replace_object(
+        &self,
+        batch: &mut WriteBatch,
+        bucket: &str,
+        key: &str,
+        manifest: &ObjectManifest,
+        used: &HashSet<PieceRef>,
+    ) -> Result<(), MetaError> {
         if let Some(old) = self.object(bucket, key)? {
             for p in placed_pieces(&old) {
                 if !used.contains(&p) {
-                    batch.put_cf(self.cf(CF_GC), node_piece_key(&p.node, &p.piece), []);
+                    self.queue_gc(batch, &p);
                 }
             }
         }
@@ -366,7 +397,15 @@ impl Meta {
             object_key(bucket, key),
             manifest.encode(),
         );
-        self.write(batch)
+        Ok(())
+    }
+
+    fn queue_gc(&self, batch: &mut WriteBatch, piece: &PieceRef) {
+        batch.put_cf(
+            self.cf(CF_GC),
+            node_piece_key(&piece.node, &piece.piece),
+            [],
+        );
     }
 
     /// Gives up upload `upload`: all its pieces are queued for deletion.
@@ -571,6 +610,9 @@ impl Meta {
         Ok(out)
     }
 }
+
+mod multipart;
+pub use multipart::{StoredPart, UploadRecord};
 
 #[cfg(test)]
 mod tests;

@@ -5,9 +5,13 @@
 //! - [`get`]: a manifest and a byte range → the plaintext, as a stream, repairing reads from
 //!   parity when pieces are missing or wrong.
 //! - [`list`]: S3 listings with prefixes, delimiters and markers over the ordered metadata.
+//! - [`copy`]: server-side copies, GET path into PUT path.
+//! - [`multipart`]: uploads in parts, each part through the PUT path, stitched on completion.
 
+pub mod copy;
 pub mod get;
 pub mod list;
+pub mod multipart;
 pub mod put;
 
 use std::sync::Arc;
@@ -45,6 +49,14 @@ pub enum ObjectError {
     BucketExists,
     #[error("the bucket is not empty")]
     BucketNotEmpty,
+    #[error("no such multipart upload")]
+    NoSuchUpload,
+    #[error("{0}")]
+    InvalidPart(String),
+    #[error("the parts must be listed in ascending order")]
+    InvalidPartOrder,
+    #[error("part {part} is {size} bytes; every part but the last must be at least 5 MiB")]
+    EntityTooSmall { part: u32, size: u64 },
     #[error("{online} nodes can take pieces, a segment needs {needed} distinct ones")]
     NotEnoughNodes { needed: usize, online: usize },
     #[error("only {stored} of a segment's pieces could be stored, {needed} are required")]
@@ -57,6 +69,8 @@ pub enum ObjectError {
     BadDigest(String),
     #[error("the request is invalid: {0}")]
     Invalid(String),
+    #[error("the requested range is not satisfiable")]
+    InvalidRange,
     #[error("the server is busy")]
     Busy,
     #[error(transparent)]

@@ -40,6 +40,14 @@ pub struct PutObject {
     pub checksums: Vec<ChecksumAlgorithm>,
 }
 
+/// How a body is stored.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct BodySpec<'a> {
+    pub stream: u32,
+    pub allow_inline: bool,
+    pub checksums: &'a [ChecksumAlgorithm],
+}
+
 /// The digests and the segment encoder travel together into blocking tasks and back.
 struct Encoding {
     digest: BodyDigest,
@@ -49,10 +57,20 @@ struct Encoding {
 
 /// Abandons an upload's pieces unless it was committed: runs on errors and also when the
 /// request future is dropped (a client that disconnects mid-upload).
-struct UploadGuard {
+pub(super) struct UploadGuard {
     meta: Arc<Meta>,
-    id: [u8; 16],
-    committed: bool,
+    pub id: [u8; 16],
+    pub committed: bool,
+}
+
+impl UploadGuard {
+    pub(super) fn new(meta: Arc<Meta>) -> Result<Self, ObjectError> {
+        Ok(UploadGuard {
+            meta,
+            id: random_upload_id()?,
+            committed: false,
+        })
+    }
 }
 
 impl Drop for UploadGuard {
@@ -65,7 +83,7 @@ impl Drop for UploadGuard {
     }
 }
 
-fn random_upload_id() -> Result<[u8; 16], ObjectError> {
+pub(super) fn random_upload_id() -> Result<[u8; 16], ObjectError> {
     let mut id = [0u8; 16];
     aws_lc_rs::rand::fill(&mut id).map_err(|_| chunker::CryptoError::Random)?;
     Ok(id)
@@ -86,14 +104,15 @@ impl ObjectService {
         E: std::fmt::Display,
     {
         self.head_bucket(&req.bucket)?;
-        let mut guard = UploadGuard {
-            meta: self.meta.clone(),
-            id: random_upload_id()?,
-            committed: false,
-        };
+        let mut guard = UploadGuard::new(self.meta.clone())?;
         let data_key = DataKey::generate()?;
         let wrapped_key = self.master.wrap(&data_key)?;
-        let (body, digests) = self.store_body(&guard.id, &req, data_key, body).await?;
+        let spec = BodySpec {
+            stream: 0,
+            allow_inline: true,
+            checksums: &req.checksums,
+        };
+        let (body, digests) = self.store_body(&guard.id, spec, data_key, body).await?;
         verify(&digests)?;
         let manifest = ObjectManifest {
             size: digests.size,
@@ -117,10 +136,12 @@ impl ObjectService {
     }
 
     /// Reads the body, placing its segments as they fill; small bodies come back inline.
-    async fn store_body<S, E>(
+    /// `stream` numbers the segments' nonces (0 for an object, the part number for a part);
+    /// with `allow_inline`, a body up to the inline threshold comes back as [`Body::Inline`].
+    pub(super) async fn store_body<S, E>(
         &self,
         upload: &[u8; 16],
-        req: &PutObject,
+        spec: BodySpec<'_>,
         data_key: DataKey,
         mut body: S,
     ) -> Result<(Body, Digests), ObjectError>
@@ -131,11 +152,11 @@ impl ObjectService {
         let seg_len = self.cfg.params.segment_plaintext_len();
         let (tx, mut rx) = mpsc::channel::<EncodedSegment>(1);
         let mut encoding = Some(Encoding {
-            digest: BodyDigest::new(&req.checksums),
+            digest: BodyDigest::new(spec.checksums),
             encoder: Some(SegmentEncoder::with_coder(
                 self.coder.clone(),
                 data_key.clone(),
-                0,
+                spec.stream,
             )),
         });
 
@@ -162,7 +183,7 @@ impl ObjectService {
                     }
                 }
             }
-            if !emitted && held_len as u64 <= self.cfg.inline_threshold {
+            if spec.allow_inline && !emitted && held_len as u64 <= self.cfg.inline_threshold {
                 let Some(mut enc) = encoding.take() else {
                     return Err(ObjectError::Task("encoder lost".into()));
                 };

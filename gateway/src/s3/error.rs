@@ -30,6 +30,13 @@ pub fn to_s3(e: ObjectError) -> S3Error {
             tracing::warn!(error = %e, "storage network cannot serve the request");
             (S3ErrorCode::ServiceUnavailable, e.to_string())
         }
+        E::NoSuchUpload => (
+            S3ErrorCode::NoSuchUpload,
+            "The specified multipart upload does not exist.".into(),
+        ),
+        E::InvalidPart(_) => (S3ErrorCode::InvalidPart, e.to_string()),
+        E::InvalidPartOrder => (S3ErrorCode::InvalidPartOrder, e.to_string()),
+        E::EntityTooSmall { .. } => (S3ErrorCode::EntityTooSmall, e.to_string()),
         E::Busy => (
             S3ErrorCode::SlowDown,
             "Please reduce your request rate.".into(),
@@ -37,6 +44,7 @@ pub fn to_s3(e: ObjectError) -> S3Error {
         E::Body(_) => (S3ErrorCode::IncompleteBody, e.to_string()),
         E::BadDigest(_) => (S3ErrorCode::BadDigest, e.to_string()),
         E::Invalid(_) => (S3ErrorCode::InvalidArgument, e.to_string()),
+        E::InvalidRange => (S3ErrorCode::InvalidRange, e.to_string()),
         E::Meta(_) | E::Crypto(_) | E::Encode(_) | E::Task(_) => {
             tracing::error!(error = %e, "internal error");
             (

@@ -5,7 +5,10 @@
 //! object-service method, and translates the result; [`error`] maps failures to S3 codes.
 
 pub mod auth;
+mod body;
+mod copy;
 pub mod error;
+mod multipart;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,9 +25,10 @@ use crate::digest::Digests;
 use crate::objects::list::{ListPage, ListQuery};
 use crate::objects::put::PutObject;
 use crate::objects::{ObjectError, ObjectService};
+use body::{b64, BodyClaims, ClaimedSums};
 
 /// Keys per listing page when the client does not say (S3's default and maximum).
-const MAX_KEYS: usize = 1000;
+pub(crate) const MAX_KEYS: usize = 1000;
 
 /// The S3 API over an object service.
 #[derive(Debug, Clone)]
@@ -56,10 +60,6 @@ fn timestamp(ms: u64) -> Timestamp {
     Timestamp::from(UNIX_EPOCH + Duration::from_millis(ms))
 }
 
-fn b64(bytes: &[u8]) -> String {
-    base64_simd::STANDARD.encode_to_string(bytes)
-}
-
 /// The S3 checksum fields of a manifest, as base64 (what GET/HEAD/PUT responses carry).
 #[derive(Default)]
 struct ChecksumFields {
@@ -70,10 +70,15 @@ struct ChecksumFields {
     sha256: Option<String>,
 }
 
-fn checksum_fields(sums: &[chunker::manifest::Checksum]) -> ChecksumFields {
+/// `parts` is the object's part count, which a composite checksum shows as `value-N`.
+fn checksum_fields(sums: &[chunker::manifest::Checksum], parts: usize) -> ChecksumFields {
     let mut f = ChecksumFields::default();
     for c in sums {
-        let v = Some(b64(&c.value));
+        let v = Some(if c.composite {
+            format!("{}-{parts}", b64(&c.value))
+        } else {
+            b64(&c.value)
+        });
         match c.algorithm {
             ChecksumAlgorithm::Crc32 => f.crc32 = v,
             ChecksumAlgorithm::Crc32c => f.crc32c = v,
@@ -83,38 +88,6 @@ fn checksum_fields(sums: &[chunker::manifest::Checksum]) -> ChecksumFields {
         }
     }
     f
-}
-
-fn algorithm_named(name: &str) -> Option<ChecksumAlgorithm> {
-    Some(match name.to_ascii_uppercase().as_str() {
-        "CRC32" => ChecksumAlgorithm::Crc32,
-        "CRC32C" => ChecksumAlgorithm::Crc32c,
-        "CRC64NVME" => ChecksumAlgorithm::Crc64Nvme,
-        "SHA1" => ChecksumAlgorithm::Sha1,
-        "SHA256" => ChecksumAlgorithm::Sha256,
-        _ => return None,
-    })
-}
-
-/// The algorithm of an `x-amz-checksum-*` header name.
-fn algorithm_of_header(name: &str) -> Option<ChecksumAlgorithm> {
-    algorithm_named(name.strip_prefix("x-amz-checksum-")?)
-}
-
-/// Compares what the client claimed with what the body hashed to.
-fn check_claims(
-    digests: &Digests,
-    claims: &[(ChecksumAlgorithm, String)],
-) -> Result<(), ObjectError> {
-    for (algorithm, claimed) in claims {
-        let actual = digests.checksum(*algorithm).map(b64).unwrap_or_default();
-        if actual != *claimed {
-            return Err(ObjectError::BadDigest(format!(
-                "the {algorithm:?} checksum you specified did not match what we received (you sent {claimed}, we computed {actual})"
-            )));
-        }
-    }
-    Ok(())
 }
 
 fn key_or_empty(s: Option<String>) -> String {
@@ -311,81 +284,22 @@ impl S3 for S3Api {
         let _permit = self.permit()?;
         let input = req.input;
 
-        // Checksums claimed in headers, and the algorithms to compute.
-        let mut claims: Vec<(ChecksumAlgorithm, String)> = [
-            (ChecksumAlgorithm::Crc32, &input.checksum_crc32),
-            (ChecksumAlgorithm::Crc32c, &input.checksum_crc32c),
-            (ChecksumAlgorithm::Crc64Nvme, &input.checksum_crc64nvme),
-            (ChecksumAlgorithm::Sha1, &input.checksum_sha1),
-            (ChecksumAlgorithm::Sha256, &input.checksum_sha256),
-        ]
-        .into_iter()
-        .filter_map(|(a, v)| v.clone().map(|v| (a, v)))
-        .collect();
-        let mut algorithms: Vec<ChecksumAlgorithm> = claims.iter().map(|c| c.0).collect();
-        if let Some(a) = &input.checksum_algorithm {
-            algorithms.push(algorithm_named(a.as_str()).ok_or_else(|| {
-                s3_error!(
-                    InvalidArgument,
-                    "Checksum algorithm {} is not supported",
-                    a.as_str()
-                )
-            })?);
-        }
-        // A trailer announced in `x-amz-trailer` arrives after the body.
-        if let Some(t) = req
-            .headers
-            .get("x-amz-trailer")
-            .and_then(|v| v.to_str().ok())
-        {
-            for name in t.split(',').map(str::trim) {
-                if let Some(a) = algorithm_of_header(&name.to_ascii_lowercase()) {
-                    algorithms.push(a);
-                }
-            }
-        }
-        let content_md5 = match &input.content_md5 {
-            Some(v) => Some(
-                base64_simd::STANDARD
-                    .decode_to_vec(v)
-                    .ok()
-                    .filter(|d| d.len() == 16)
-                    .ok_or_else(|| {
-                        s3_error!(InvalidDigest, "The Content-MD5 you specified is not valid")
-                    })?,
-            ),
-            None => None,
-        };
-        let content_length = input.content_length;
-        let trailers = req.trailing_headers;
-        let verify = move |d: &Digests| -> Result<(), ObjectError> {
-            if let Some(len) = content_length {
-                if u64::try_from(len).ok() != Some(d.size) {
-                    return Err(ObjectError::Body(format!(
-                        "expected {len} bytes, received {}",
-                        d.size
-                    )));
-                }
-            }
-            if let Some(md5) = &content_md5 {
-                if md5[..] != d.md5[..] {
-                    return Err(ObjectError::BadDigest(
-                        "The Content-MD5 you specified did not match what we received".into(),
-                    ));
-                }
-            }
-            if let Some(trailers) = trailers.and_then(|t| t.take()) {
-                for (name, value) in &trailers {
-                    if let Some(a) = algorithm_of_header(name.as_str()) {
-                        let value = value.to_str().map_err(|_| {
-                            ObjectError::BadDigest(format!("trailer {name} is not text"))
-                        })?;
-                        claims.push((a, value.to_string()));
-                    }
-                }
-            }
-            check_claims(d, &claims)
-        };
+        let claims = BodyClaims::new(
+            &req.headers,
+            input.content_length,
+            &input.content_md5,
+            ClaimedSums {
+                crc32: &input.checksum_crc32,
+                crc32c: &input.checksum_crc32c,
+                crc64nvme: &input.checksum_crc64nvme,
+                sha1: &input.checksum_sha1,
+                sha256: &input.checksum_sha256,
+                algorithm: &input.checksum_algorithm,
+            },
+            req.trailing_headers,
+        )?;
+        let algorithms = claims.algorithms.clone();
+        let verify = move |d: &Digests| claims.check(d);
 
         let put = PutObject {
             bucket: input.bucket,
@@ -404,7 +318,7 @@ impl S3 for S3Api {
                 self.objects.put_object(put, empty, verify).await?
             }
         };
-        let sums = checksum_fields(&manifest.checksums);
+        let sums = checksum_fields(&manifest.checksums, manifest.parts.len());
         Ok(S3Response::new(dto::PutObjectOutput {
             e_tag: Some(ETag::Strong(manifest.etag)),
             checksum_crc32: sums.crc32,
@@ -452,7 +366,7 @@ impl S3 for S3Api {
                 chunk
             });
         let sums = if whole && input.checksum_mode.is_some() {
-            checksum_fields(&m.checksums)
+            checksum_fields(&m.checksums, m.parts.len())
         } else {
             ChecksumFields::default()
         };
@@ -483,7 +397,7 @@ impl S3 for S3Api {
         let input = req.input;
         let m = self.objects.head_object(&input.bucket, &input.key)?;
         let sums = if input.checksum_mode.is_some() {
-            checksum_fields(&m.checksums)
+            checksum_fields(&m.checksums, m.parts.len())
         } else {
             ChecksumFields::default()
         };
@@ -574,6 +488,62 @@ impl S3 for S3Api {
             encoding_type: input.encoding_type,
             request_charged: None,
         }))
+    }
+
+    async fn copy_object(
+        &self,
+        req: S3Request<dto::CopyObjectInput>,
+    ) -> S3Result<S3Response<dto::CopyObjectOutput>> {
+        copy::copy_object(self, req).await
+    }
+
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<dto::UploadPartCopyInput>,
+    ) -> S3Result<S3Response<dto::UploadPartCopyOutput>> {
+        copy::upload_part_copy(self, req).await
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<dto::CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<dto::CreateMultipartUploadOutput>> {
+        multipart::create(self, req).await
+    }
+
+    async fn upload_part(
+        &self,
+        req: S3Request<dto::UploadPartInput>,
+    ) -> S3Result<S3Response<dto::UploadPartOutput>> {
+        multipart::upload_part(self, req).await
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<dto::CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<dto::CompleteMultipartUploadOutput>> {
+        multipart::complete(self, req).await
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<dto::AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<dto::AbortMultipartUploadOutput>> {
+        multipart::abort(self, req).await
+    }
+
+    async fn list_parts(
+        &self,
+        req: S3Request<dto::ListPartsInput>,
+    ) -> S3Result<S3Response<dto::ListPartsOutput>> {
+        multipart::list_parts(self, req).await
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<dto::ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<dto::ListMultipartUploadsOutput>> {
+        multipart::list_uploads(self, req).await
     }
 }
 

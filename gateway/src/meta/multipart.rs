@@ -1,0 +1,275 @@
+//! Multipart uploads in the metadata: the upload records, their parts, and the atomic
+//! transitions (part stored, upload completed, upload aborted) with their piece bookkeeping.
+
+use std::collections::{BTreeMap, HashSet};
+
+use chunker::manifest::{Checksum, ChecksumAlgorithm};
+use chunker::{ObjectManifest, SegmentRecord, WrappedKey};
+use rocksdb::{Direction, IteratorMode, WriteBatch};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    decode, encode, object_key, placed_pieces, Meta, MetaError, PieceRef, CF_PARTS, CF_UPLOADS,
+};
+
+/// A multipart upload in progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadRecord {
+    pub created_ms: u64,
+    pub content_type: Option<String>,
+    pub user_metadata: BTreeMap<String, String>,
+    /// The checksum algorithm the client chose at creation, if any.
+    pub checksum: Option<ChecksumAlgorithm>,
+    /// One data key for all parts; part `n`'s segments are sealed as stream `n`.
+    pub wrapped_key: WrappedKey,
+}
+
+/// An uploaded part.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredPart {
+    pub number: u32,
+    pub size: u64,
+    pub md5: [u8; 16],
+    pub checksums: Vec<Checksum>,
+    pub created_ms: u64,
+    pub segments: Vec<SegmentRecord>,
+}
+
+impl StoredPart {
+    fn pieces(&self) -> impl Iterator<Item = PieceRef> + '_ {
+        self.segments.iter().flat_map(|s| {
+            s.pieces
+                .iter()
+                .filter_map(|p| p.node.clone().map(|node| PieceRef { node, piece: p.id }))
+        })
+    }
+}
+
+fn upload_key(bucket: &str, key: &str, id: &[u8; 16]) -> Vec<u8> {
+    let mut k = object_key(bucket, key);
+    k.push(0);
+    k.extend_from_slice(id);
+    k
+}
+
+fn part_key(id: &[u8; 16], number: u32) -> Vec<u8> {
+    let mut k = id.to_vec();
+    k.extend_from_slice(&number.to_be_bytes());
+    k
+}
+
+impl Meta {
+    /// Records a new upload. [`MetaError::NoSuchBucket`] if the bucket does not exist.
+    pub fn create_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        id: &[u8; 16],
+        record: &UploadRecord,
+    ) -> Result<(), MetaError> {
+        let _guard = self.lock();
+        if self.bucket(bucket)?.is_none() {
+            return Err(MetaError::NoSuchBucket);
+        }
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            self.cf(CF_UPLOADS),
+            upload_key(bucket, key, id),
+            encode(record),
+        );
+        self.write(batch)
+    }
+
+    /// An upload in progress.
+    pub fn upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        id: &[u8; 16],
+    ) -> Result<Option<UploadRecord>, MetaError> {
+        self.db
+            .get_cf(self.cf(CF_UPLOADS), upload_key(bucket, key, id))?
+            .map(|v| decode("upload", &v))
+            .transpose()
+    }
+
+    /// Stores a part (replacing an earlier upload of the same number), settling the pending
+    /// pieces of the request that sent it, in one write.
+    pub fn commit_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        id: &[u8; 16],
+        part: &StoredPart,
+        pending: &[u8; 16],
+    ) -> Result<(), MetaError> {
+        let _guard = self.lock();
+        if self.upload(bucket, key, id)?.is_none() {
+            return Err(MetaError::NoSuchUpload);
+        }
+        let used: HashSet<PieceRef> = part.pieces().collect();
+        let mut batch = WriteBatch::default();
+        self.settle_pending(&mut batch, pending, &used)?;
+        let pk = part_key(id, part.number);
+        if let Some(old) = self.db.get_cf(self.cf(CF_PARTS), &pk)? {
+            let old: StoredPart = decode("part", &old)?;
+            for p in old.pieces().filter(|p| !used.contains(p)) {
+                self.queue_gc(&mut batch, &p);
+            }
+        }
+        batch.put_cf(self.cf(CF_PARTS), pk, encode(part));
+        self.write(batch)
+    }
+
+    /// The parts of an upload, by number.
+    pub fn parts(&self, id: &[u8; 16]) -> Result<Vec<StoredPart>, MetaError> {
+        let mut out = Vec::new();
+        let it = self.db.iterator_cf(
+            self.cf(CF_PARTS),
+            IteratorMode::From(id, Direction::Forward),
+        );
+        for item in it {
+            let (k, v) = item?;
+            if !k.starts_with(id) {
+                break;
+            }
+            out.push(decode("part", &v)?);
+        }
+        Ok(out)
+    }
+
+    /// Ends an upload by committing `manifest` (built from some of its parts) as the object,
+    /// queueing the pieces of unused parts and of the replaced version, in one write.
+    pub fn complete_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        id: &[u8; 16],
+        manifest: &ObjectManifest,
+    ) -> Result<(), MetaError> {
+        let _guard = self.lock();
+        if self.upload(bucket, key, id)?.is_none() {
+            return Err(MetaError::NoSuchUpload);
+        }
+        let used: HashSet<PieceRef> = placed_pieces(manifest).into_iter().collect();
+        let mut batch = WriteBatch::default();
+        self.drop_upload(&mut batch, bucket, key, id, &used)?;
+        self.replace_object(&mut batch, bucket, key, manifest, &used)?;
+        self.write(batch)
+    }
+
+    /// Aborts an upload: its parts' pieces are queued for deletion. `false` if there was none.
+    pub fn abort_upload(&self, bucket: &str, key: &str, id: &[u8; 16]) -> Result<bool, MetaError> {
+        let _guard = self.lock();
+        if self.upload(bucket, key, id)?.is_none() {
+            return Ok(false);
+        }
+        let mut batch = WriteBatch::default();
+        self.drop_upload(&mut batch, bucket, key, id, &HashSet::new())?;
+        self.write(batch)?;
+        Ok(true)
+    }
+
+    fn drop_upload(
+        &self,
+        batch: &mut WriteBatch,
+        bucket: &str,
+        key: &str,
+        id: &[u8; 16],
+        keep: &HashSet<PieceRef>,
+    ) -> Result<(), MetaError> {
+        for part in self.parts(id)? {
+            for p in part.pieces().filter(|p| !keep.contains(p)) {
+                self.queue_gc(batch, &p);
+            }
+            batch.delete_cf(self.cf(CF_PARTS), part_key(id, part.number));
+        }
+        batch.delete_cf(self.cf(CF_UPLOADS), upload_key(bucket, key, id));
+        Ok(())
+    }
+
+    /// Uploads in `bucket` whose keys start with `prefix`, in key order (then creation order),
+    /// starting after `after` (a key and, optionally, an upload id of that key), at most `limit`.
+    pub fn uploads(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<(&str, Option<&[u8; 16]>)>,
+        limit: usize,
+    ) -> Result<Vec<(String, [u8; 16], UploadRecord)>, MetaError> {
+        let base = object_key(bucket, "");
+        let full_prefix = object_key(bucket, prefix);
+        let start = match after {
+            None => full_prefix.clone(),
+            Some((key, None)) => {
+                // Past every upload of `key`: its entries are `key 0x00 id`.
+                let mut k = object_key(bucket, key);
+                k.push(1);
+                k
+            }
+            Some((key, Some(id))) => {
+                let mut k = upload_key(bucket, key, id);
+                k.push(0);
+                k
+            }
+        };
+        let mut out = Vec::new();
+        let it = self.db.iterator_cf(
+            self.cf(CF_UPLOADS),
+            IteratorMode::From(&start.max(full_prefix.clone()), Direction::Forward),
+        );
+        for item in it {
+            let (k, v) = item?;
+            if !k.starts_with(&full_prefix) || out.len() >= limit {
+                break;
+            }
+            let Some(rest) = k.get(base.len()..) else {
+                continue;
+            };
+            let Some((name, id)) = rest
+                .len()
+                .checked_sub(17)
+                .map(|cut| (&rest[..cut], &rest[cut + 1..]))
+            else {
+                continue;
+            };
+            let (Ok(name), Ok(id)) = (std::str::from_utf8(name), <[u8; 16]>::try_from(id)) else {
+                continue;
+            };
+            out.push((name.to_string(), id, decode("upload", &v)?));
+        }
+        Ok(out)
+    }
+
+    /// Every upload older than `before_ms`, as (bucket, key, id): candidates for cleanup.
+    pub fn stale_uploads(
+        &self,
+        before_ms: u64,
+    ) -> Result<Vec<(String, String, [u8; 16])>, MetaError> {
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_UPLOADS), IteratorMode::Start)
+        {
+            let (k, v) = item?;
+            let record: UploadRecord = decode("upload", &v)?;
+            if record.created_ms >= before_ms || k.len() < 18 {
+                continue;
+            }
+            let (head, id) = k.split_at(k.len() - 16);
+            let head = &head[..head.len() - 1];
+            let Some(zero) = head.iter().position(|&b| b == 0) else {
+                continue;
+            };
+            let (Ok(bucket), Ok(key), Ok(id)) = (
+                std::str::from_utf8(&head[..zero]),
+                std::str::from_utf8(&head[zero + 1..]),
+                <[u8; 16]>::try_from(id),
+            ) else {
+                continue;
+            };
+            out.push((bucket.to_string(), key.to_string(), id));
+        }
+        Ok(out)
+    }
+}

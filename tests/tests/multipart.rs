@@ -1,0 +1,231 @@
+//! Multipart uploads through the real `aws-sdk-s3` client: the happy path with checksums, the
+//! S3 errors of CompleteMultipartUpload, replaced parts, aborts, and the pieces of unused parts
+//! removed from the nodes.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode, CompletedMultipartUpload, CompletedPart};
+use tests::{test_bytes, Cluster};
+
+const MIB: usize = 1 << 20;
+
+fn code<E: aws_sdk_s3::error::ProvideErrorMetadata>(e: &E) -> String {
+    e.code().unwrap_or("(none)").to_string()
+}
+
+async fn upload_part(
+    s3: &aws_sdk_s3::Client,
+    key: &str,
+    upload: &str,
+    number: i32,
+    data: &[u8],
+) -> CompletedPart {
+    let out = s3
+        .upload_part()
+        .bucket("parts")
+        .key(key)
+        .upload_id(upload)
+        .part_number(number)
+        .checksum_algorithm(ChecksumAlgorithm::Crc32)
+        .body(ByteStream::from(data.to_vec()))
+        .send()
+        .await
+        .unwrap();
+    CompletedPart::builder()
+        .part_number(number)
+        .e_tag(out.e_tag().unwrap())
+        .set_checksum_crc32(out.checksum_crc32().map(str::to_string))
+        .build()
+}
+
+fn md5(data: &[u8]) -> [u8; 16] {
+    let mut d = gateway::digest::BodyDigest::new(&[]);
+    d.update(data);
+    d.finish().md5
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn multipart_uploads_complete_abort_and_fail_like_s3() {
+    let cluster = Cluster::start(6, |_| {}).await;
+    let s3 = cluster.client();
+    s3.create_bucket().bucket("parts").send().await.unwrap();
+
+    let create = s3
+        .create_multipart_upload()
+        .bucket("parts")
+        .key("big")
+        .content_type("video/mp4")
+        .checksum_algorithm(ChecksumAlgorithm::Crc32)
+        .send()
+        .await
+        .unwrap();
+    let upload = create.upload_id().unwrap().to_string();
+    let p1 = test_bytes(5 * MIB, 1);
+    let p2_first = test_bytes(5 * MIB + 3, 2);
+    let p2 = test_bytes(5 * MIB + 7, 22);
+    let p3 = test_bytes(MIB + 11, 3);
+    let c1 = upload_part(&s3, "big", &upload, 1, &p1).await;
+    let _replaced = upload_part(&s3, "big", &upload, 2, &p2_first).await;
+    let c2 = upload_part(&s3, "big", &upload, 2, &p2).await;
+    let c3 = upload_part(&s3, "big", &upload, 3, &p3).await;
+
+    let listed = s3
+        .list_parts()
+        .bucket("parts")
+        .key("big")
+        .upload_id(&upload)
+        .send()
+        .await
+        .unwrap();
+    let sizes: Vec<i64> = listed.parts().iter().filter_map(|p| p.size()).collect();
+    assert_eq!(sizes, [p1.len() as i64, p2.len() as i64, p3.len() as i64]);
+    let uploads = s3
+        .list_multipart_uploads()
+        .bucket("parts")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(uploads.uploads().len(), 1);
+    assert_eq!(uploads.uploads()[0].upload_id(), Some(upload.as_str()));
+
+    // The errors CompleteMultipartUpload owes its callers.
+    let complete = |parts: Vec<CompletedPart>| {
+        s3.complete_multipart_upload()
+            .bucket("parts")
+            .key("big")
+            .upload_id(&upload)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+    };
+    let wrong_etag = CompletedPart::builder()
+        .part_number(1)
+        .e_tag("\"00\"")
+        .build();
+    let e = complete(vec![wrong_etag, c2.clone()]).await.unwrap_err();
+    assert_eq!(code(&e.into_service_error()), "InvalidPart");
+    let e = complete(vec![c2.clone(), c1.clone()]).await.unwrap_err();
+    assert_eq!(code(&e.into_service_error()), "InvalidPartOrder");
+    let e = complete(vec![
+        c3.clone(),
+        CompletedPart::builder().part_number(4).e_tag("x").build(),
+    ])
+    .await
+    .unwrap_err();
+    assert_eq!(code(&e.into_service_error()), "InvalidPart");
+    let small = test_bytes(MIB, 5);
+    let c5 = upload_part(&s3, "big", &upload, 5, &small).await;
+    let e = complete(vec![c1.clone(), c3.clone(), c5])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e.into_service_error()), "EntityTooSmall");
+
+    let done = complete(vec![c1, c2, c3]).await.unwrap();
+    let mut md5s = Vec::new();
+    for p in [&p1, &p2, &p3] {
+        md5s.extend_from_slice(&md5(p));
+    }
+    let want_etag = format!("\"{}-3\"", gateway::digest::hex(&md5(&md5s)));
+    assert_eq!(done.e_tag(), Some(want_etag.as_str()));
+
+    let whole: Vec<u8> = [p1.clone(), p2.clone(), p3.clone()].concat();
+    let got = s3
+        .get_object()
+        .bucket("parts")
+        .key("big")
+        .checksum_mode(ChecksumMode::Enabled)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.content_type(), Some("video/mp4"));
+    assert!(
+        got.checksum_crc32().unwrap().ends_with("-3"),
+        "composite checksum"
+    );
+    assert_eq!(
+        got.body.collect().await.unwrap().into_bytes().to_vec(),
+        whole
+    );
+    // A range across the boundary between parts 1 and 2 (two different nonce streams).
+    let lo = 5 * MIB - 100;
+    let ranged = s3
+        .get_object()
+        .bucket("parts")
+        .key("big")
+        .range(format!("bytes={lo}-{}", lo + 200))
+        .send()
+        .await
+        .unwrap();
+    let bytes = ranged.body.collect().await.unwrap().into_bytes();
+    assert_eq!(&bytes[..], &whole[lo..lo + 201]);
+    let after = s3
+        .list_multipart_uploads()
+        .bucket("parts")
+        .send()
+        .await
+        .unwrap();
+    assert!(after.uploads().is_empty());
+
+    // Unknown or aborted uploads.
+    let e = s3
+        .upload_part()
+        .bucket("parts")
+        .key("big")
+        .upload_id("0123456789abcdef0123456789abcdef")
+        .part_number(1)
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e.into_service_error()), "NoSuchUpload");
+    let other = s3
+        .create_multipart_upload()
+        .bucket("parts")
+        .key("dropped")
+        .send()
+        .await
+        .unwrap();
+    let other_id = other.upload_id().unwrap();
+    upload_part(&s3, "dropped", other_id, 1, &test_bytes(2 * MIB, 9)).await;
+    s3.abort_multipart_upload()
+        .bucket("parts")
+        .key("dropped")
+        .upload_id(other_id)
+        .send()
+        .await
+        .unwrap();
+    let e = s3
+        .list_parts()
+        .bucket("parts")
+        .key("dropped")
+        .upload_id(other_id)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e.into_service_error()), "NoSuchUpload");
+
+    // Only the completed object's pieces stay on the nodes: 2 + 2 + 1 segments of 6 pieces.
+    let count = || {
+        cluster
+            .nodes
+            .iter()
+            .map(|n| n.piece_files().len())
+            .sum::<usize>()
+    };
+    let mut left = 0;
+    for _ in 0..100 {
+        left = count();
+        if left == 30 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, 30);
+    cluster.stop().await;
+}
