@@ -59,6 +59,8 @@ pub struct RawConfig {
     pub max_requests: usize,
     /// How often the delete queue is pushed to nodes.
     pub gc_interval: String,
+    /// Multipart uploads neither completed nor aborted within this time are aborted.
+    pub upload_ttl: String,
 }
 
 impl Default for RawConfig {
@@ -81,6 +83,7 @@ impl Default for RawConfig {
             allowed_nodes: Vec::new(),
             max_requests: 64,
             gc_interval: "10s".into(),
+            upload_ttl: "7d".into(),
         }
     }
 }
@@ -103,6 +106,7 @@ pub struct Config {
     pub allowed_nodes: Vec<PeerId>,
     pub max_requests: usize,
     pub gc_interval: Duration,
+    pub upload_ttl: Duration,
 }
 
 impl RawConfig {
@@ -192,6 +196,7 @@ impl RawConfig {
                 .collect::<anyhow::Result<_>>()?,
             max_requests: self.max_requests,
             gc_interval: duration("gc_interval", &self.gc_interval)?,
+            upload_ttl: duration("upload_ttl", &self.upload_ttl)?,
         })
     }
 

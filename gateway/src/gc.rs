@@ -1,4 +1,6 @@
-//! The delete worker: drains the metadata's delete queue to the nodes that are reachable.
+//! The delete worker: drains the metadata's delete queue to the nodes that are reachable, and
+//! aborts multipart uploads abandoned for longer than `upload_ttl` (their parts' pieces join the
+//! queue).
 //!
 //! Pieces become garbage in the same metadata write that stops referencing them (an overwrite, a
 //! delete, an abandoned upload); this worker only carries that decision out. A node that is
@@ -22,9 +24,17 @@ pub async fn run(
     nodes: Arc<Nodes>,
     net: Arc<dyn PieceNet>,
     interval: Duration,
+    upload_ttl: Duration,
     cancel: CancellationToken,
 ) {
     loop {
+        match expire_uploads(&meta, upload_ttl) {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(uploads = n, ttl = ?upload_ttl, "aborted abandoned multipart uploads")
+            }
+            Err(e) => tracing::warn!(error = %e, "expiring multipart uploads failed"),
+        }
         match pass(&meta, &nodes, net.as_ref()).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(pieces = n, "deleted unreferenced pieces from nodes"),
@@ -35,6 +45,19 @@ pub async fn run(
             () = cancel.cancelled() => return,
         }
     }
+}
+
+/// Aborts every multipart upload started more than `ttl` ago; returns how many.
+pub fn expire_uploads(meta: &Meta, ttl: Duration) -> anyhow::Result<usize> {
+    let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+    let before = crate::time::now_ms().saturating_sub(ttl_ms);
+    let mut aborted = 0;
+    for (bucket, key, id) in meta.stale_uploads(before)? {
+        if meta.abort_upload(&bucket, &key, &id)? {
+            aborted += 1;
+        }
+    }
+    Ok(aborted)
 }
 
 /// One pass over the queue; returns how many pieces were deleted.

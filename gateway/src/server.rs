@@ -134,6 +134,7 @@ impl Gateway {
             nodes.clone(),
             net,
             config.gc_interval,
+            config.upload_ttl,
             cancel.clone(),
         ));
 

@@ -229,3 +229,54 @@ async fn multipart_uploads_complete_abort_and_fail_like_s3() {
     assert_eq!(left, 30);
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn abandoned_uploads_are_aborted_after_their_ttl() {
+    let cluster = Cluster::start(6, |c| c.upload_ttl = "2s".into()).await;
+    let s3 = cluster.client();
+    s3.create_bucket().bucket("parts").send().await.unwrap();
+    let upload = s3
+        .create_multipart_upload()
+        .bucket("parts")
+        .key("left")
+        .send()
+        .await
+        .unwrap();
+    let id = upload.upload_id().unwrap();
+    upload_part(&s3, "left", id, 1, &test_bytes(2 * MIB, 4)).await;
+    let count = || {
+        cluster
+            .nodes
+            .iter()
+            .map(|n| n.piece_files().len())
+            .sum::<usize>()
+    };
+    assert_eq!(count(), 6);
+
+    let mut listed = 1;
+    for _ in 0..100 {
+        let uploads = s3
+            .list_multipart_uploads()
+            .bucket("parts")
+            .send()
+            .await
+            .unwrap();
+        listed = uploads.uploads().len();
+        if listed == 0 && count() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(listed, 0, "the upload is aborted");
+    assert_eq!(count(), 0, "its part's pieces are deleted from the nodes");
+    let e = s3
+        .list_parts()
+        .bucket("parts")
+        .key("left")
+        .upload_id(id)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e.into_service_error()), "NoSuchUpload");
+    cluster.stop().await;
+}

@@ -319,3 +319,57 @@ async fn requests_without_a_valid_signature_are_refused() {
     assert!(answer.contains("AccessDenied"), "{answer}");
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_beyond_the_concurrency_limit_get_slow_down() {
+    let cluster = Cluster::start(6, |c| c.max_requests = 1).await;
+    let s3 = cluster.client();
+    s3.create_bucket().bucket("busy").send().await.unwrap();
+    s3.put_object()
+        .bucket("busy")
+        .key("big")
+        .body(ByteStream::from(test_bytes(20_000_000, 8)))
+        .send()
+        .await
+        .unwrap();
+
+    // A download whose body is not read holds the only slot.
+    let held = s3
+        .get_object()
+        .bucket("busy")
+        .key("big")
+        .send()
+        .await
+        .unwrap();
+    let no_retries = aws_sdk_s3::Client::from_conf(
+        s3.config()
+            .to_builder()
+            .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
+            .build(),
+    );
+    let e = no_retries
+        .get_object()
+        .bucket("busy")
+        .key("big")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(e.raw_response().unwrap().status().as_u16(), 503);
+    assert_eq!(code(&e.into_service_error()), "SlowDown");
+
+    // Once the first download is done, the slot is free again.
+    let body = held.body.collect().await.unwrap().into_bytes();
+    assert_eq!(body.len(), 20_000_000);
+    let again = s3
+        .get_object()
+        .bucket("busy")
+        .key("big")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        again.body.collect().await.unwrap().into_bytes().len(),
+        20_000_000
+    );
+    cluster.stop().await;
+}
