@@ -6,6 +6,7 @@
 
 pub mod auth;
 mod body;
+mod conditions;
 mod copy;
 pub mod error;
 mod multipart;
@@ -337,6 +338,13 @@ impl S3 for S3Api {
         let permit = self.permit()?;
         let input = req.input;
         let m = self.objects.head_object(&input.bucket, &input.key)?;
+        conditions::Conditions {
+            if_match: &input.if_match,
+            if_none_match: &input.if_none_match,
+            if_modified_since: &input.if_modified_since,
+            if_unmodified_since: &input.if_unmodified_since,
+        }
+        .check(&m)?;
         let (range, content_range) = match &input.range {
             Some(r) => {
                 let range = r.check(m.size).map_err(|_| {
@@ -379,7 +387,14 @@ impl S3 for S3Api {
             accept_ranges: Some("bytes".into()),
             e_tag: Some(ETag::Strong(m.etag.clone())),
             last_modified: Some(timestamp(m.created_ms)),
-            content_type: m.content_type.clone(),
+            content_type: input
+                .response_content_type
+                .or_else(|| m.content_type.clone()),
+            cache_control: input.response_cache_control,
+            content_disposition: input.response_content_disposition,
+            content_encoding: input.response_content_encoding,
+            content_language: input.response_content_language,
+            expires: input.response_expires,
             metadata: user_metadata(&m),
             checksum_crc32: sums.crc32,
             checksum_crc32c: sums.crc32c,
@@ -396,6 +411,13 @@ impl S3 for S3Api {
     ) -> S3Result<S3Response<dto::HeadObjectOutput>> {
         let input = req.input;
         let m = self.objects.head_object(&input.bucket, &input.key)?;
+        conditions::Conditions {
+            if_match: &input.if_match,
+            if_none_match: &input.if_none_match,
+            if_modified_since: &input.if_modified_since,
+            if_unmodified_since: &input.if_unmodified_since,
+        }
+        .check(&m)?;
         let sums = if input.checksum_mode.is_some() {
             checksum_fields(&m.checksums, m.parts.len())
         } else {
@@ -424,6 +446,48 @@ impl S3 for S3Api {
         self.objects
             .delete_object(&req.input.bucket, &req.input.key)?;
         Ok(S3Response::new(dto::DeleteObjectOutput::default()))
+    }
+
+    async fn delete_objects(
+        &self,
+        req: S3Request<dto::DeleteObjectsInput>,
+    ) -> S3Result<S3Response<dto::DeleteObjectsOutput>> {
+        let input = req.input;
+        if input.delete.objects.len() > MAX_KEYS {
+            return Err(s3_error!(
+                MalformedXML,
+                "DeleteObjects takes at most 1000 keys"
+            ));
+        }
+        self.objects.head_bucket(&input.bucket)?;
+        let quiet = input.delete.quiet.unwrap_or(false);
+        let (mut deleted, mut errors) = (Vec::new(), Vec::new());
+        for object in input.delete.objects {
+            match self.objects.delete_object(&input.bucket, &object.key) {
+                Ok(()) => {
+                    if !quiet {
+                        deleted.push(dto::DeletedObject {
+                            key: Some(object.key),
+                            ..Default::default()
+                        });
+                    }
+                }
+                Err(e) => {
+                    let e = error::to_s3(e);
+                    errors.push(dto::Error {
+                        code: Some(e.code().as_str().to_string()),
+                        message: e.message().map(str::to_string),
+                        key: Some(object.key),
+                        version_id: None,
+                    });
+                }
+            }
+        }
+        Ok(S3Response::new(dto::DeleteObjectsOutput {
+            deleted: (!deleted.is_empty()).then_some(deleted),
+            errors: (!errors.is_empty()).then_some(errors),
+            request_charged: None,
+        }))
     }
 
     async fn list_objects_v2(
