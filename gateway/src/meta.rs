@@ -61,6 +61,35 @@ pub enum MetaError {
     BucketNotEmpty,
     #[error("no such multipart upload")]
     NoSuchUpload,
+    #[error("the object's current version does not meet the write's precondition")]
+    PreconditionFailed,
+}
+
+/// What an object's current version must be for a write to go ahead (S3's conditional writes:
+/// `If-None-Match: *`, `If-Match`). Checked under the write lock, in the committing write.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Expect {
+    /// No condition.
+    #[default]
+    Anything,
+    /// The key must not exist.
+    Absent,
+    /// The key must exist.
+    Present,
+    /// The key must exist with this ETag.
+    ETag(String),
+}
+
+impl Expect {
+    /// Whether `current` (the version now stored, if any) satisfies the condition.
+    pub fn holds(&self, current: Option<&ObjectManifest>) -> bool {
+        match self {
+            Expect::Anything => true,
+            Expect::Absent => current.is_none(),
+            Expect::Present => current.is_some(),
+            Expect::ETag(e) => current.is_some_and(|m| m.etag == *e),
+        }
+    }
 }
 
 /// A bucket.
@@ -347,10 +376,14 @@ impl Meta {
         key: &str,
         manifest: &ObjectManifest,
         upload: &[u8; 16],
+        expect: &Expect,
     ) -> Result<(), MetaError> {
         let _guard = self.lock();
         if self.bucket(bucket)?.is_none() {
             return Err(MetaError::NoSuchBucket);
+        }
+        if !expect.holds(self.object(bucket, key)?.as_ref()) {
+            return Err(MetaError::PreconditionFailed);
         }
         let mut batch = WriteBatch::default();
         let used: HashSet<PieceRef> = placed_pieces(manifest).into_iter().collect();

@@ -179,6 +179,50 @@ async fn conditions_overrides_batch_deletes_and_presigned_urls() {
         .unwrap();
     assert_eq!(http(addr, "GET", old.uri(), b"").await.0, 403);
 
+    // Conditional writes: create-only and replace-this-version.
+    let e = s3
+        .put_object()
+        .bucket("cond")
+        .key("k")
+        .if_none_match("*")
+        .body(ByteStream::from_static(b"clobber"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(status(&e), 412);
+    s3.put_object()
+        .bucket("cond")
+        .key("fresh")
+        .if_none_match("*")
+        .body(ByteStream::from_static(b"new"))
+        .send()
+        .await
+        .unwrap();
+    let e = s3
+        .put_object()
+        .bucket("cond")
+        .key("k")
+        .if_match("\"0123\"")
+        .body(ByteStream::from_static(b"clobber"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(status(&e), 412);
+    s3.put_object()
+        .bucket("cond")
+        .key("k")
+        .if_match(&etag)
+        .body(ByteStream::from_static(b"conditional body"))
+        .send()
+        .await
+        .unwrap();
+    s3.delete_object()
+        .bucket("cond")
+        .key("fresh")
+        .send()
+        .await
+        .unwrap();
+
     // DeleteObjects, verbose then quiet.
     for k in ["a", "b", "c"] {
         s3.put_object()

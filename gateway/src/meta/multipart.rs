@@ -9,7 +9,8 @@ use rocksdb::{Direction, IteratorMode, WriteBatch};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    decode, encode, object_key, placed_pieces, Meta, MetaError, PieceRef, CF_PARTS, CF_UPLOADS,
+    decode, encode, object_key, placed_pieces, Expect, Meta, MetaError, PieceRef, CF_PARTS,
+    CF_UPLOADS,
 };
 
 /// A multipart upload in progress.
@@ -146,10 +147,14 @@ impl Meta {
         key: &str,
         id: &[u8; 16],
         manifest: &ObjectManifest,
+        expect: &Expect,
     ) -> Result<(), MetaError> {
         let _guard = self.lock();
         if self.upload(bucket, key, id)?.is_none() {
             return Err(MetaError::NoSuchUpload);
+        }
+        if !expect.holds(self.object(bucket, key)?.as_ref()) {
+            return Err(MetaError::PreconditionFailed);
         }
         let used: HashSet<PieceRef> = placed_pieces(manifest).into_iter().collect();
         let mut batch = WriteBatch::default();

@@ -87,8 +87,14 @@ fn buckets_are_created_once_and_removed_only_when_empty() {
         Err(MetaError::BucketExists)
     ));
     assert_eq!(meta.bucket("b").unwrap().unwrap().created_ms, 5);
-    meta.commit_object("b", "k", &manifest(&[(1, 1), (2, 2)]), &[0; 16])
-        .unwrap();
+    meta.commit_object(
+        "b",
+        "k",
+        &manifest(&[(1, 1), (2, 2)]),
+        &[0; 16],
+        &Expect::Anything,
+    )
+    .unwrap();
     assert!(matches!(
         meta.delete_bucket("b"),
         Err(MetaError::BucketNotEmpty)
@@ -112,8 +118,14 @@ fn commit_queues_what_it_replaces_and_what_the_upload_did_not_use() {
     // Three pieces sent; the manifest uses two (the third was a straggler).
     meta.add_pending(&upload, &refs(&[(1, 1), (2, 2), (3, 3)]))
         .unwrap();
-    meta.commit_object("b", "k", &manifest(&[(1, 1), (2, 2)]), &upload)
-        .unwrap();
+    meta.commit_object(
+        "b",
+        "k",
+        &manifest(&[(1, 1), (2, 2)]),
+        &upload,
+        &Expect::Anything,
+    )
+    .unwrap();
     assert_eq!(queued(&meta), vec![(node(3), vec![piece(3)])]);
     meta.gc_done(&node(3), &[piece(3)]).unwrap();
 
@@ -121,8 +133,14 @@ fn commit_queues_what_it_replaces_and_what_the_upload_did_not_use() {
     let upload2 = [2; 16];
     meta.add_pending(&upload2, &refs(&[(4, 4), (5, 5)]))
         .unwrap();
-    meta.commit_object("b", "k", &manifest(&[(4, 4), (5, 5)]), &upload2)
-        .unwrap();
+    meta.commit_object(
+        "b",
+        "k",
+        &manifest(&[(4, 4), (5, 5)]),
+        &upload2,
+        &Expect::Anything,
+    )
+    .unwrap();
     assert_eq!(
         queued(&meta),
         vec![(node(1), vec![piece(1)]), (node(2), vec![piece(2)])]
@@ -159,9 +177,11 @@ fn scans_are_in_byte_order_within_one_bucket() {
     meta.create_bucket("ab", 0).unwrap();
     let m = manifest(&[(1, 1), (2, 2)]);
     for key in ["b", "a/2", "a/1", "é", "Z", "a"] {
-        meta.commit_object("a", key, &m, &[0; 16]).unwrap();
+        meta.commit_object("a", key, &m, &[0; 16], &Expect::Anything)
+            .unwrap();
     }
-    meta.commit_object("ab", "x", &m, &[0; 16]).unwrap();
+    meta.commit_object("ab", "x", &m, &[0; 16], &Expect::Anything)
+        .unwrap();
     let mut keys = Vec::new();
     meta.scan_objects("a", "", b"", |o| {
         keys.push(o.key);
@@ -187,4 +207,23 @@ fn corrupt_records_are_errors_not_panics() {
     assert_eq!(prefix_successor(b"a/"), Some(b"a0".to_vec()));
     assert_eq!(prefix_successor(&[b'a', 0xff]), Some(b"b".to_vec()));
     assert_eq!(prefix_successor(&[0xff]), None);
+}
+
+#[test]
+fn conditional_commits_check_the_current_version_atomically() {
+    let (_d, meta) = open();
+    meta.create_bucket("b", 0).unwrap();
+    let m = manifest(&[(1, 1), (2, 2)]);
+    meta.commit_object("b", "k", &m, &[1; 16], &Expect::Absent)
+        .unwrap();
+    let again = meta.commit_object("b", "k", &m, &[2; 16], &Expect::Absent);
+    assert!(matches!(again, Err(MetaError::PreconditionFailed)));
+    let wrong = meta.commit_object("b", "k", &m, &[3; 16], &Expect::ETag("other".into()));
+    assert!(matches!(wrong, Err(MetaError::PreconditionFailed)));
+    meta.commit_object("b", "k", &m, &[4; 16], &Expect::ETag(m.etag.clone()))
+        .unwrap();
+    assert!(matches!(
+        meta.commit_object("b", "new", &m, &[5; 16], &Expect::Present),
+        Err(MetaError::PreconditionFailed)
+    ));
 }

@@ -71,6 +71,8 @@ pub enum ObjectError {
     Invalid(String),
     #[error("the requested range is not satisfiable")]
     InvalidRange,
+    #[error("at least one of the preconditions you specified did not hold")]
+    PreconditionFailed,
     #[error("the server is busy")]
     Busy,
     #[error(transparent)]
@@ -179,6 +181,22 @@ impl ObjectService {
     pub fn head_object(&self, bucket: &str, key: &str) -> Result<ObjectManifest, ObjectError> {
         self.head_bucket(bucket)?;
         self.meta.object(bucket, key)?.ok_or(ObjectError::NoSuchKey)
+    }
+
+    /// Fails early (before any byte is stored) when a conditional write cannot succeed; the
+    /// commit checks again atomically.
+    pub fn check_expect(
+        &self,
+        bucket: &str,
+        key: &str,
+        expect: &crate::meta::Expect,
+    ) -> Result<(), ObjectError> {
+        self.head_bucket(bucket)?;
+        if expect.holds(self.meta.object(bucket, key)?.as_ref()) {
+            Ok(())
+        } else {
+            Err(ObjectError::PreconditionFailed)
+        }
     }
 
     /// Deletes an object; deleting a missing key succeeds, as in S3. Its pieces are queued for

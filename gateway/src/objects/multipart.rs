@@ -13,7 +13,7 @@ use futures::Stream;
 use super::put::{BodySpec, UploadGuard};
 use super::{ObjectError, ObjectService};
 use crate::digest::{hex, BodyDigest, Digests};
-use crate::meta::{MetaError, StoredPart, UploadRecord};
+use crate::meta::{Expect, MetaError, StoredPart, UploadRecord};
 use crate::time::now_ms;
 
 /// Smallest part (except the last) S3 accepts in a completed upload.
@@ -92,6 +92,7 @@ fn meta_err(e: MetaError) -> ObjectError {
     match e {
         MetaError::NoSuchBucket => ObjectError::NoSuchBucket,
         MetaError::NoSuchUpload => ObjectError::NoSuchUpload,
+        MetaError::PreconditionFailed => ObjectError::PreconditionFailed,
         e => ObjectError::Meta(e),
     }
 }
@@ -192,8 +193,10 @@ impl ObjectService {
         key: &str,
         upload_id: &str,
         chosen: &[ChosenPart],
+        expect: &Expect,
     ) -> Result<ObjectManifest, ObjectError> {
         let (id, record) = self.upload_record(bucket, key, upload_id)?;
+        self.check_expect(bucket, key, expect)?;
         if chosen.is_empty() {
             return Err(ObjectError::Invalid(
                 "You must specify at least one part".into(),
@@ -271,7 +274,7 @@ impl ObjectService {
             .validate()
             .map_err(|e| ObjectError::Task(format!("stitched manifest is invalid: {e}")))?;
         self.meta
-            .complete_upload(bucket, key, &id, &manifest)
+            .complete_upload(bucket, key, &id, &manifest, expect)
             .map_err(meta_err)?;
         Ok(manifest)
     }

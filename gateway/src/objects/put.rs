@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use super::{ObjectError, ObjectService};
 use crate::digest::{BodyDigest, Digests};
-use crate::meta::{Meta, PieceRef};
+use crate::meta::{Expect, Meta, PieceRef};
 use crate::nodes::node_id;
 use crate::placement;
 use crate::time::now_ms;
@@ -38,6 +38,8 @@ pub struct PutObject {
     pub user_metadata: BTreeMap<String, String>,
     /// Checksums to compute and store besides MD5.
     pub checksums: Vec<ChecksumAlgorithm>,
+    /// What the key's current version must be (conditional writes).
+    pub expect: Expect,
 }
 
 /// How a body is stored.
@@ -103,7 +105,7 @@ impl ObjectService {
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
         E: std::fmt::Display,
     {
-        self.head_bucket(&req.bucket)?;
+        self.check_expect(&req.bucket, &req.key, &req.expect)?;
         let mut guard = UploadGuard::new(self.meta.clone())?;
         let data_key = DataKey::generate()?;
         let wrapped_key = self.master.wrap(&data_key)?;
@@ -126,9 +128,10 @@ impl ObjectService {
             body,
         };
         self.meta
-            .commit_object(&req.bucket, &req.key, &manifest, &guard.id)
+            .commit_object(&req.bucket, &req.key, &manifest, &guard.id, &req.expect)
             .map_err(|e| match e {
                 crate::meta::MetaError::NoSuchBucket => ObjectError::NoSuchBucket,
+                crate::meta::MetaError::PreconditionFailed => ObjectError::PreconditionFailed,
                 e => e.into(),
             })?;
         guard.committed = true;

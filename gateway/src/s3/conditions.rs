@@ -58,3 +58,26 @@ impl Conditions<'_> {
         Ok(())
     }
 }
+
+/// S3's conditional writes (PutObject, CompleteMultipartUpload): `If-None-Match: *` (create
+/// only) and `If-Match: <etag>` (replace only that version).
+pub(super) fn write_expectation(
+    if_match: &Option<ETagCondition>,
+    if_none_match: &Option<ETagCondition>,
+) -> S3Result<crate::meta::Expect> {
+    use crate::meta::Expect;
+    match (if_match, if_none_match) {
+        (None, None) => Ok(Expect::Anything),
+        (None, Some(ETagCondition::Any)) => Ok(Expect::Absent),
+        (Some(ETagCondition::Any), None) => Ok(Expect::Present),
+        (Some(ETagCondition::ETag(e)), None) => Ok(Expect::ETag(e.value().to_string())),
+        (None, Some(ETagCondition::ETag(_))) => Err(s3_error!(
+            NotImplemented,
+            "If-None-Match on writes only supports *"
+        )),
+        (Some(_), Some(_)) => Err(s3_error!(
+            InvalidArgument,
+            "If-Match and If-None-Match cannot be combined on a write"
+        )),
+    }
+}

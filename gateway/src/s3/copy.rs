@@ -73,6 +73,7 @@ pub(super) async fn copy_object(
         content_type,
         user_metadata,
         checksums: Vec::new(),
+        expect: crate::meta::Expect::Anything,
     };
     let m = api
         .objects

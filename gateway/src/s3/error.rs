@@ -45,6 +45,7 @@ pub fn to_s3(e: ObjectError) -> S3Error {
         E::BadDigest(_) => (S3ErrorCode::BadDigest, e.to_string()),
         E::Invalid(_) => (S3ErrorCode::InvalidArgument, e.to_string()),
         E::InvalidRange => (S3ErrorCode::InvalidRange, e.to_string()),
+        E::PreconditionFailed => (S3ErrorCode::PreconditionFailed, e.to_string()),
         E::Meta(_) | E::Crypto(_) | E::Encode(_) | E::Task(_) => {
             tracing::error!(error = %e, "internal error");
             (

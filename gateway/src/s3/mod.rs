@@ -302,7 +302,9 @@ impl S3 for S3Api {
         let algorithms = claims.algorithms.clone();
         let verify = move |d: &Digests| claims.check(d);
 
+        let expect = conditions::write_expectation(&input.if_match, &input.if_none_match)?;
         let put = PutObject {
+            expect,
             bucket: input.bucket,
             key: input.key,
             content_type: input.content_type,
