@@ -57,6 +57,17 @@ pub async fn run(
     keypair: libp2p::identity::Keypair,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    run_wrapped(config, keypair, |store| store, shutdown).await
+}
+
+/// [`run`], with the store the service answers from wrapped by `wrap` (how tests stand in a
+/// node that misbehaves, e.g. forges proofs, on top of a real store).
+pub async fn run_wrapped(
+    config: Config,
+    keypair: libp2p::identity::Keypair,
+    wrap: impl FnOnce(Arc<DiskStore>) -> Arc<dyn PieceStore>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let store = Arc::new(
         DiskStore::open(&config.data_dir, DiskStoreOptions::new(config.capacity))
             .context("open the piece store")?,
@@ -80,7 +91,7 @@ pub async fn run(
 
     let data_dir = config.data_dir.clone();
     let service = Arc::new(NodeService::new(
-        store.clone(),
+        wrap(store.clone()),
         keypair,
         config.gateways.iter().map(|g| g.peer),
         Box::new(move || disk_free(&data_dir)),

@@ -46,6 +46,7 @@ pub fn build_swarm(keypair: Keypair) -> anyhow::Result<Swarm<Behaviour>> {
 enum Command {
     Listen(Multiaddr, oneshot::Sender<anyhow::Result<()>>),
     Dial(Multiaddr, oneshot::Sender<anyhow::Result<()>>),
+    Shutdown,
 }
 
 /// A handle on a running host. Cheap to clone.
@@ -66,7 +67,7 @@ impl std::fmt::Debug for HostHandle {
     }
 }
 
-/// Starts the host task; it runs until every handle is dropped.
+/// Starts the host task; it runs until every handle is dropped or [`HostHandle::shutdown`].
 pub fn spawn(keypair: Keypair) -> anyhow::Result<HostHandle> {
     let peer_id = keypair.public().to_peer_id();
     let mut swarm = build_swarm(keypair)?;
@@ -84,7 +85,7 @@ pub fn spawn(keypair: Keypair) -> anyhow::Result<HostHandle> {
                     Some(Command::Dial(addr, reply)) => {
                         let _ = reply.send(swarm.dial(addr).map_err(Into::into));
                     }
-                    None => break,
+                    Some(Command::Shutdown) | None => break,
                 },
                 event = swarm.select_next_some() => match event {
                     SwarmEvent::ConnectionEstablished { peer_id, .. } => {
@@ -141,6 +142,12 @@ impl HostHandle {
             .map_err(|_| anyhow::anyhow!("the host has stopped"))?;
         rx.await
             .map_err(|_| anyhow::anyhow!("the host has stopped"))?
+    }
+
+    /// Stops the host: every connection and listener closes, even while handles (held, say, by
+    /// tasks serving those connections) are still around.
+    pub async fn shutdown(&self) {
+        let _ = self.commands.send(Command::Shutdown).await;
     }
 
     /// Starts listening on `addr`; [`HostHandle::listen_addrs`] shows the bound addresses.
