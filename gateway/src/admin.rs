@@ -1,20 +1,32 @@
 //! The admin endpoint (on `admin_listen`): `/health` for load balancers and, behind a bearer
-//! token, the JSON admin API that `gateway status` reads.
+//! token, the JSON admin API that `gateway status` and `gateway audit export` read:
+//!
+//! - `GET /admin/v1/status`: nodes, capacity, queues (the summary).
+//! - `GET /admin/v1/nodes`: every node with its state, reason, scores and audit counts.
+//! - `GET /admin/v1/audits?node=ID&verdict=fail&since=MS&limit=N`: recent audits, newest last.
+//! - `GET /admin/v1/audits/export?node=ID&since=MS`: full transcripts, one JSON object per line
+//!   ([`ExportedAudit`]), for `gateway audit verify`.
+//! - `GET /admin/v1/repair`: queue depth, the most endangered entries, counters.
+//! - `GET /admin/v1/objects/{bucket}/{key}`: per-segment health of one object.
 //!
 //! The token lives in `<data_dir>/admin.token` (owner-only), created on first start.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use axum::extract::State;
+use anyhow::Context;
+use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use crate::meta::Meta;
-use crate::nodes::Nodes;
+use crate::audit::ExportedAudit;
+use crate::meta::{AuditRecord, Meta, RepairEntry, Verdict};
+use crate::nodes::{node_id, Nodes};
+use crate::repair::{Health, Repairer, SegmentHealth};
+use crate::reputation::NodeState;
 
 /// File name of the admin token in the data directory.
 pub const TOKEN_FILE: &str = "admin.token";
@@ -43,6 +55,24 @@ pub struct NodeStatus {
     /// Seconds since its last registration or heartbeat (`None`: not since this gateway
     /// started).
     pub last_seen_secs: Option<u64>,
+    pub state: NodeState,
+}
+
+/// One node with its reputation, for `GET /admin/v1/nodes`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeDetail {
+    #[serde(flatten)]
+    pub status: NodeStatus,
+    /// Why it is in its state.
+    pub reason: String,
+    pub audit_score: f64,
+    pub online_score: f64,
+    pub audits_passed: u64,
+    pub audits_failed: u64,
+    pub audits_timed_out: u64,
+    pub audits_offline: u64,
+    /// Pieces committed objects place on it.
+    pub pieces: u64,
 }
 
 /// What `GET /admin/v1/status` returns.
@@ -58,27 +88,81 @@ pub struct Status {
     pub delete_queue: u64,
     /// Pieces per segment (`k + m`): fewer online nodes than this means writes are refused.
     pub segment_width: usize,
+    /// Objects waiting for repair.
+    pub repair_queue: u64,
+    /// Pieces known lost or corrupt, not yet replaced.
+    pub bad_pieces: u64,
 }
 
+/// The parts of a gateway the admin API reads.
 #[derive(Clone)]
-struct AdminState {
-    nodes: Arc<Nodes>,
-    meta: Arc<Meta>,
-    token: Arc<str>,
-    segment_width: usize,
+#[allow(missing_debug_implementations)] // holds the token
+pub struct AdminState {
+    pub nodes: Arc<Nodes>,
+    pub meta: Arc<Meta>,
+    pub health: Arc<Health>,
+    pub repairer: Arc<Repairer>,
+    pub token: Arc<str>,
+    pub segment_width: usize,
 }
 
 /// The admin router.
-pub fn router(nodes: Arc<Nodes>, meta: Arc<Meta>, token: String, segment_width: usize) -> Router {
+pub fn router(state: AdminState) -> Router {
+    let api = Router::new()
+        .route("/admin/v1/status", get(status))
+        .route("/admin/v1/nodes", get(nodes))
+        .route("/admin/v1/audits", get(audits))
+        .route("/admin/v1/audits/export", get(export))
+        .route("/admin/v1/repair", get(repair))
+        .route("/admin/v1/objects/{bucket}/{*key}", get(object_health))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ));
     Router::new()
         .route("/health", get(|| async { "ok\n" }))
-        .route("/admin/v1/status", get(status))
-        .with_state(AdminState {
-            nodes,
-            meta,
-            token: token.into(),
-            segment_width,
+        .merge(api)
+        .with_state(state)
+}
+
+/// Answers anything but a correct bearer token with 401.
+async fn require_token(
+    State(s): State<AdminState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if authorized(request.headers(), &s.token) {
+        next.run(request).await
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            "a valid bearer token is required\n",
+        )
+            .into_response()
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "admin API: metadata read failed");
+    (StatusCode::INTERNAL_SERVER_ERROR, "metadata read failed\n").into_response()
+}
+
+fn node_statuses(nodes: &Nodes) -> Vec<NodeStatus> {
+    nodes
+        .all()
+        .into_iter()
+        .map(|n| NodeStatus {
+            id: n.peer.to_string(),
+            online: n.online,
+            free_bytes: n.free(),
+            software: n.registration.software.clone(),
+            capacity_bytes: n.registration.capacity_bytes,
+            used_bytes: n.registration.used_bytes,
+            labels: n.registration.labels.clone(),
+            last_seen_secs: n.last_seen.map(|t| t.elapsed().as_secs()),
+            state: n.state,
         })
+        .collect()
 }
 
 fn authorized(headers: &HeaderMap, token: &str) -> bool {
@@ -98,36 +182,22 @@ fn authorized(headers: &HeaderMap, token: &str) -> bool {
             == 0
 }
 
-async fn status(State(s): State<AdminState>, headers: HeaderMap) -> Response {
-    if !authorized(&headers, &s.token) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            "a valid bearer token is required\n",
-        )
-            .into_response();
-    }
-    let nodes: Vec<NodeStatus> = s
-        .nodes
-        .all()
-        .into_iter()
-        .map(|n| NodeStatus {
-            id: n.peer.to_string(),
-            online: n.online,
-            free_bytes: n.free(),
-            software: n.registration.software.clone(),
-            capacity_bytes: n.registration.capacity_bytes,
-            used_bytes: n.registration.used_bytes,
-            labels: n.registration.labels.clone(),
-            last_seen_secs: n.last_seen.map(|t| t.elapsed().as_secs()),
-        })
-        .collect();
+async fn status(State(s): State<AdminState>) -> Response {
+    let nodes = node_statuses(&s.nodes);
     let online: Vec<&NodeStatus> = nodes.iter().filter(|n| n.online).collect();
-    let (buckets, delete_queue) = match (s.meta.buckets(), s.meta.gc_nodes()) {
-        (Ok(b), Ok(g)) => (b.len(), g.iter().map(|(_, n)| n).sum()),
-        (Err(e), _) | (_, Err(e)) => {
-            tracing::error!(error = %e, "admin status: metadata read failed");
-            return (StatusCode::INTERNAL_SERVER_ERROR, "metadata read failed\n").into_response();
-        }
+    let counts = (|| {
+        let buckets = s.meta.buckets()?.len();
+        let delete_queue = s.meta.gc_nodes()?.iter().map(|(_, n)| n).sum();
+        anyhow::Ok((
+            buckets,
+            delete_queue,
+            s.meta.repair_depth()?,
+            s.meta.bad_count()?,
+        ))
+    })();
+    let (buckets, delete_queue, repair_queue, bad_pieces) = match counts {
+        Ok(c) => c,
+        Err(e) => return internal(e),
     };
     Json(Status {
         nodes_online: online.len(),
@@ -137,14 +207,190 @@ async fn status(State(s): State<AdminState>, headers: HeaderMap) -> Response {
         buckets,
         delete_queue,
         segment_width: s.segment_width,
+        repair_queue,
+        bad_pieces,
         nodes,
     })
     .into_response()
 }
 
-/// Fetches the status from a running gateway's admin endpoint (a plain HTTP/1.1 GET).
+async fn nodes(State(s): State<AdminState>) -> Response {
+    let mut out = Vec::new();
+    for status in node_statuses(&s.nodes) {
+        let Ok(peer) = status.id.parse::<libp2p::PeerId>() else {
+            continue;
+        };
+        let id = node_id(&peer);
+        let (reputation, pieces) = match (s.meta.reputation(&id), s.meta.held_count(&id)) {
+            (Ok(r), Ok(p)) => (r, p),
+            (Err(e), _) | (_, Err(e)) => return internal(e),
+        };
+        let r = reputation.unwrap_or_else(|| {
+            crate::reputation::NodeReputation::new(&crate::reputation::Policy::default(), 0)
+        });
+        out.push(NodeDetail {
+            status,
+            reason: r.reason.clone(),
+            audit_score: r.audit.score(),
+            online_score: r.online.score(),
+            audits_passed: r.passed,
+            audits_failed: r.failed,
+            audits_timed_out: r.timeouts,
+            audits_offline: r.offline,
+            pieces,
+        });
+    }
+    Json(out).into_response()
+}
+
+/// Filters of the audit endpoints.
+#[derive(Debug, Default, Deserialize)]
+pub struct AuditQuery {
+    /// Only this node (its id).
+    pub node: Option<String>,
+    /// Only this verdict.
+    pub verdict: Option<Verdict>,
+    /// From this time on (ms since the epoch).
+    pub since: Option<u64>,
+    /// At most this many (the newest).
+    pub limit: Option<usize>,
+}
+
+impl AuditQuery {
+    fn matches(&self, r: &AuditRecord) -> bool {
+        self.verdict.is_none_or(|v| v == r.verdict)
+            && self
+                .node
+                .as_ref()
+                .is_none_or(|n| crate::nodes::peer_of(&r.node).is_some_and(|p| p.to_string() == *n))
+    }
+}
+
+/// One audit, summarized.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditSummary {
+    pub time_ms: u64,
+    pub node: String,
+    pub piece: String,
+    pub chunks: Vec<u32>,
+    pub verdict: Verdict,
+    pub detail: String,
+}
+
+async fn audits(State(s): State<AdminState>, Query(q): Query<AuditQuery>) -> Response {
+    let limit = q.limit.unwrap_or(100).min(10_000);
+    let mut out = std::collections::VecDeque::new();
+    let scan = s.meta.audits(q.since.unwrap_or(0), |r| {
+        if q.matches(&r) {
+            if out.len() == limit {
+                out.pop_front();
+            }
+            out.push_back(AuditSummary {
+                time_ms: r.time_ms,
+                node: crate::nodes::peer_of(&r.node).map_or_else(String::new, |p| p.to_string()),
+                piece: r.challenge.piece_id().to_string(),
+                chunks: r.challenge.indices().to_vec(),
+                verdict: r.verdict,
+                detail: r.detail,
+            });
+        }
+        true
+    });
+    if let Err(e) = scan {
+        return internal(e);
+    }
+    Json(out).into_response()
+}
+
+async fn export(State(s): State<AdminState>, Query(q): Query<AuditQuery>) -> Response {
+    let mut body = String::new();
+    let scan = s.meta.audits(q.since.unwrap_or(0), |r| {
+        if q.matches(&r) {
+            if let Ok(line) = serde_json::to_string(&ExportedAudit::from_record(&r)) {
+                body.push_str(&line);
+                body.push('\n');
+            }
+        }
+        true
+    });
+    if let Err(e) = scan {
+        return internal(e);
+    }
+    body.into_response()
+}
+
+/// What `GET /admin/v1/repair` returns.
+#[derive(Debug, Serialize)]
+struct RepairReport<'a> {
+    queue_depth: u64,
+    /// The most endangered entries (up to 100).
+    queue: Vec<RepairEntry>,
+    stats: &'a crate::repair::RepairStats,
+    last_error: Option<String>,
+}
+
+async fn repair(State(s): State<AdminState>) -> Response {
+    let (depth, queue) = match (s.meta.repair_depth(), s.meta.repair_queue(100)) {
+        (Ok(d), Ok(q)) => (d, q),
+        (Err(e), _) | (_, Err(e)) => return internal(e),
+    };
+    let last_error = s
+        .repairer
+        .stats
+        .last_error
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    Json(RepairReport {
+        queue_depth: depth,
+        queue,
+        stats: &s.repairer.stats,
+        last_error,
+    })
+    .into_response()
+}
+
+/// What `GET /admin/v1/objects/{bucket}/{key}` returns.
+#[derive(Debug, Serialize)]
+struct ObjectHealth {
+    bucket: String,
+    key: String,
+    size: u64,
+    /// Where its bytes are: `inline` (in the metadata) or `nodes`.
+    stored: &'static str,
+    segments: Vec<SegmentHealth>,
+}
+
+async fn object_health(
+    State(s): State<AdminState>,
+    UrlPath((bucket, key)): UrlPath<(String, String)>,
+) -> Response {
+    match s.meta.object(&bucket, &key) {
+        Ok(Some(m)) => Json(ObjectHealth {
+            stored: match m.body {
+                chunker::manifest::Body::Inline { .. } => "inline",
+                chunker::manifest::Body::Segments(_) => "nodes",
+            },
+            segments: s.health.report(&m),
+            size: m.size,
+            bucket,
+            key,
+        })
+        .into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, "no such object\n").into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+/// Fetches the status from a running gateway's admin endpoint.
 pub async fn fetch_status(addr: std::net::SocketAddr, token: &str) -> anyhow::Result<Status> {
-    use anyhow::Context;
+    let body = fetch(addr, token, "/admin/v1/status").await?;
+    serde_json::from_str(&body).context("parse the status")
+}
+
+/// The body of a `GET` of `path` (with its query) from a running gateway's admin endpoint (a
+/// plain HTTP/1.1 request; at most 1 GiB).
+pub async fn fetch(addr: std::net::SocketAddr, token: &str, path: &str) -> anyhow::Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut conn = tokio::net::TcpStream::connect(addr)
         .await
@@ -152,11 +398,11 @@ pub async fn fetch_status(addr: std::net::SocketAddr, token: &str) -> anyhow::Re
             format!("connect to the admin endpoint {addr} (is the gateway running?)")
         })?;
     let request = format!(
-        "GET /admin/v1/status HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
     );
     conn.write_all(request.as_bytes()).await?;
     let mut response = Vec::new();
-    conn.take(16 << 20).read_to_end(&mut response).await?;
+    conn.take(1 << 30).read_to_end(&mut response).await?;
     let text = String::from_utf8_lossy(&response);
     let (head, body) = text
         .split_once("\r\n\r\n")
@@ -167,7 +413,7 @@ pub async fn fetch_status(addr: std::net::SocketAddr, token: &str) -> anyhow::Re
             head.lines().next().unwrap_or("")
         );
     }
-    serde_json::from_str(body).context("parse the status")
+    Ok(body.to_string())
 }
 
 #[cfg(test)]

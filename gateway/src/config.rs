@@ -17,6 +17,10 @@ use libp2p::{Multiaddr, PeerId};
 use serde::{Deserialize, Serialize};
 use storage_node::units::{parse_duration, parse_size};
 
+use crate::audit::AuditConfig;
+use crate::repair::RepairConfig;
+use crate::reputation::Policy;
+
 /// Prefix of the environment variables that override fields.
 pub const ENV_PREFIX: &str = "GATEWAY_";
 
@@ -61,6 +65,30 @@ pub struct RawConfig {
     pub gc_interval: String,
     /// Multipart uploads neither completed nor aborted within this time are aborted.
     pub upload_ttl: String,
+    /// Every node is challenged at least once per interval.
+    pub audit_interval: String,
+    /// How long a node has to answer a challenge.
+    pub audit_deadline: String,
+    /// Random 1 KiB chunks asked for per challenge.
+    pub audit_chunks: usize,
+    /// Forgetting factor of the audit and online scores (memory ≈ 1 / (1 − λ) audits).
+    pub reputation_lambda: f64,
+    /// A node whose audit score falls below this is disqualified.
+    pub disqualify_below: f64,
+    /// A node whose online score falls below this is suspended (no new pieces).
+    pub suspend_below: f64,
+    /// Audits a new node must pass before it gets a full share of new pieces.
+    pub vetting_audits: u32,
+    /// A node offline without a break for this long is disqualified.
+    pub offline_disqualify: String,
+    /// A node offline this long has its pieces repaired elsewhere.
+    pub offline_grace: String,
+    /// A segment with fewer than `data_pieces + repair_margin` healthy pieces is repaired.
+    pub repair_margin: usize,
+    /// How often the repair queue is worked through.
+    pub repair_interval: String,
+    /// Most bytes per second the repairer moves (fetched plus placed).
+    pub repair_rate: String,
 }
 
 impl Default for RawConfig {
@@ -84,6 +112,18 @@ impl Default for RawConfig {
             max_requests: 64,
             gc_interval: "10s".into(),
             upload_ttl: "7d".into(),
+            audit_interval: "30s".into(),
+            audit_deadline: "10s".into(),
+            audit_chunks: 4,
+            reputation_lambda: 0.99,
+            disqualify_below: 0.96,
+            suspend_below: 0.6,
+            vetting_audits: 10,
+            offline_disqualify: "7d".into(),
+            offline_grace: "1h".into(),
+            repair_margin: 2,
+            repair_interval: "10s".into(),
+            repair_rate: "64MiB".into(),
         }
     }
 }
@@ -107,6 +147,9 @@ pub struct Config {
     pub max_requests: usize,
     pub gc_interval: Duration,
     pub upload_ttl: Duration,
+    pub audit: AuditConfig,
+    pub policy: Policy,
+    pub repair: RepairConfig,
 }
 
 impl RawConfig {
@@ -166,6 +209,35 @@ impl RawConfig {
         if self.max_requests == 0 {
             bail!("max_requests: at least 1");
         }
+        if !(1..=chunker::proof::MAX_CHALLENGE_CHUNKS).contains(&self.audit_chunks) {
+            bail!(
+                "audit_chunks: 1 ..= {}",
+                chunker::proof::MAX_CHALLENGE_CHUNKS
+            );
+        }
+        if !(self.reputation_lambda > 0.0 && self.reputation_lambda < 1.0) {
+            bail!("reputation_lambda: strictly between 0 and 1");
+        }
+        for (field, v) in [
+            ("disqualify_below", self.disqualify_below),
+            ("suspend_below", self.suspend_below),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                bail!("{field}: between 0 and 1");
+            }
+        }
+        if self.repair_margin == 0 || self.repair_margin > params.m() {
+            bail!(
+                "repair_margin: 1 ..= parity_pieces ({}); 0 would wait until a segment has no \
+                 redundancy left",
+                params.m()
+            );
+        }
+        let repair_rate = parse_size(&self.repair_rate).context("repair_rate")?;
+        if repair_rate == 0 {
+            bail!("repair_rate: more than 0 bytes per second");
+        }
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         Ok(Config {
             data_dir: PathBuf::from(&self.data_dir),
             s3_listen: addr("s3_listen", &self.s3_listen)?,
@@ -197,6 +269,27 @@ impl RawConfig {
             max_requests: self.max_requests,
             gc_interval: duration("gc_interval", &self.gc_interval)?,
             upload_ttl: duration("upload_ttl", &self.upload_ttl)?,
+            audit: AuditConfig {
+                interval: duration("audit_interval", &self.audit_interval)?,
+                deadline: duration("audit_deadline", &self.audit_deadline)?,
+                chunks: self.audit_chunks,
+            },
+            policy: Policy {
+                lambda: self.reputation_lambda,
+                disqualify_below: self.disqualify_below,
+                suspend_below: self.suspend_below,
+                vetting_audits: self.vetting_audits,
+                offline_disqualify_ms: ms(duration(
+                    "offline_disqualify",
+                    &self.offline_disqualify,
+                )?),
+            },
+            repair: RepairConfig {
+                margin: self.repair_margin,
+                offline_grace: duration("offline_grace", &self.offline_grace)?,
+                interval: duration("repair_interval", &self.repair_interval)?,
+                rate: repair_rate,
+            },
         })
     }
 
@@ -231,6 +324,12 @@ fn apply_env(
                     .parse()
                     .with_context(|| format!("{name}: {value:?} is not a whole number"))?,
             ),
+            toml::Value::Float(_) => toml::Value::Float(
+                value
+                    .trim()
+                    .parse()
+                    .with_context(|| format!("{name}: {value:?} is not a number"))?,
+            ),
             toml::Value::Array(_) => toml::Value::Array(
                 value
                     .split(',')
@@ -264,6 +363,7 @@ mod tests {
         let vars = [
             ("GATEWAY_HEARTBEAT", "2s"),
             ("GATEWAY_DATA_PIECES", "3"),
+            ("GATEWAY_DISQUALIFY_BELOW", "0.9"),
             ("GATEWAY_ALLOWED_NODES", "a, b"),
             ("GATEWAY_NOT_A_FIELD", "x"),
             ("PATH", "/bin"),
@@ -273,6 +373,7 @@ mod tests {
         let raw: RawConfig = toml::Value::Table(table).try_into().unwrap();
         assert_eq!(raw.heartbeat, "2s");
         assert_eq!(raw.data_pieces, 3);
+        assert_eq!(raw.disqualify_below, 0.9);
         assert_eq!(raw.allowed_nodes, ["a", "b"]);
         let bad = [("GATEWAY_DATA_PIECES".to_string(), "four".to_string())];
         assert!(apply_env(&mut toml::Table::new(), bad.into_iter()).is_err());
@@ -281,7 +382,9 @@ mod tests {
     #[test]
     fn bad_fields_are_named() {
         type Breaker = fn(&mut RawConfig);
-        let cases: [(Breaker, &str); 4] = [
+        let cases: [(Breaker, &str); 6] = [
+            (|c| c.repair_margin = 3, "repair_margin"),
+            (|c| c.reputation_lambda = 1.0, "reputation_lambda"),
             (|c| c.write_quorum = 4, "write_quorum"),
             (|c| c.parity_pieces = 0, "parity_pieces"),
             (|c| c.s3_listen = "nowhere".into(), "s3_listen"),

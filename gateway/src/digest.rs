@@ -61,6 +61,17 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
+/// Bytes from hex (either case); `None` for an odd length or a non-hex digit.
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|d| u8::from_str_radix(d, 16).ok()))
+        .collect()
+}
+
 impl BodyDigest {
     /// MD5 plus the checksums in `algorithms` (duplicates ignored).
     pub fn new(algorithms: &[ChecksumAlgorithm]) -> Self {

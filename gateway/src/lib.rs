@@ -8,11 +8,14 @@
 //!   online, with what space), [`placement`] (which nodes get a segment's pieces) and
 //!   [`pieces`] (piece transfers over libp2p, behind a trait).
 //! - [`gc`]: the worker that deletes pieces nothing references any more.
+//! - [`audit`], [`reputation`], [`repair`]: challenges and verdicts, node scores and states, and
+//!   the rebuilding of what is lost (see `docs/audits.md`).
 //! - [`admin`]: `/health` and the token-protected admin API (`gateway status` reads it).
 //! - [`server`]: the composition root; [`dev`]: a whole local network in one command.
 //! - [`config`], [`secrets`], [`keys`]: configuration, the master key and identity, access keys.
 
 pub mod admin;
+pub mod audit;
 pub mod config;
 pub mod dev;
 pub mod digest;
@@ -23,6 +26,8 @@ pub mod nodes;
 pub mod objects;
 pub mod pieces;
 pub mod placement;
+pub mod repair;
+pub mod reputation;
 pub mod s3;
 pub mod secrets;
 pub mod server;

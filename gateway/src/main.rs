@@ -50,6 +50,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Export audit transcripts from a running gateway, or re-check an export offline.
+    Audit {
+        #[arg(long, env = "GATEWAY_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: AuditAction,
+    },
     /// Manage S3 access keys (while the gateway is stopped).
     Keys {
         #[arg(long, env = "GATEWAY_CONFIG")]
@@ -57,6 +64,24 @@ enum Command {
         #[command(subcommand)]
         action: KeyAction,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditAction {
+    /// Write transcripts (one JSON object per line) from the running gateway's admin API.
+    Export {
+        /// Only this node's audits (its id).
+        #[arg(long)]
+        node: Option<String>,
+        /// Only audits from this time on: ms since the epoch, or an age such as `24h`.
+        #[arg(long)]
+        since: Option<String>,
+        /// Write here instead of standard output.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
+    /// Re-check every proof and signature in an export, trusting nothing but the file.
+    Verify { file: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -112,6 +137,7 @@ fn main() -> ExitCode {
             })
         }),
         Command::Keys { config, action } => keys(config, action),
+        Command::Audit { config, action } => audit(config, action),
         Command::Status { config, json } => {
             runtime().and_then(|rt| rt.block_on(status(config, json)))
         }
@@ -147,9 +173,8 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
 async fn status(config: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
     use storage_node::units::format_size;
     let config = RawConfig::load(config.as_deref())?.validate()?;
-    let token = std::fs::read_to_string(config.data_dir.join(gateway::admin::TOKEN_FILE))
-        .context("read the admin token (has the gateway been started with this data_dir?)")?;
-    let s = gateway::admin::fetch_status(config.admin_listen, token.trim()).await?;
+    let token = admin_token(&config.data_dir)?;
+    let s = gateway::admin::fetch_status(config.admin_listen, &token).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(());
@@ -160,7 +185,7 @@ async fn status(config: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
         "NOT writable: fewer online nodes than pieces per segment"
     };
     println!(
-        "nodes online  {} of {} ({health})\ncapacity      {} online, {} used, {} free\nbuckets       {}\ndelete queue  {} pieces\n",
+        "nodes online  {} of {} ({health})\ncapacity      {} online, {} used, {} free\nbuckets       {}\ndelete queue  {} pieces\nrepair queue  {} objects, {} pieces known bad\n",
         s.nodes_online,
         s.nodes.len(),
         format_size(s.capacity_bytes),
@@ -168,19 +193,92 @@ async fn status(config: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
         format_size(s.free_bytes),
         s.buckets,
         s.delete_queue,
+        s.repair_queue,
+        s.bad_pieces,
     );
     for n in &s.nodes {
         let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!(
-            "{} {:<7} used {:>10} of {:>10}  {}",
+            "{} {:<7} {:<12} used {:>10} of {:>10}  {}",
             n.id,
             if n.online { "online" } else { "offline" },
+            n.state.as_str(),
             format_size(n.used_bytes),
             format_size(n.capacity_bytes),
             labels.join(",")
         );
     }
     Ok(())
+}
+
+#[allow(clippy::print_stdout)] // printing is this command's job
+fn audit(config: Option<PathBuf>, action: AuditAction) -> anyhow::Result<()> {
+    match action {
+        AuditAction::Export { node, since, out } => {
+            let config = RawConfig::load(config.as_deref())?.validate()?;
+            let token = admin_token(&config.data_dir)?;
+            let since_ms = match since {
+                None => 0,
+                Some(s) => match s.parse::<u64>() {
+                    Ok(ms) => ms,
+                    Err(_) => {
+                        let age = storage_node::units::parse_duration(&s)
+                            .context("--since: ms since the epoch or an age like 24h")?;
+                        gateway::time::now_ms()
+                            .saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX))
+                    }
+                },
+            };
+            let mut path = format!("/admin/v1/audits/export?since={since_ms}");
+            if let Some(node) = node {
+                let node: libp2p::PeerId = node.parse().context("--node: not a node id")?;
+                path.push_str(&format!("&node={node}"));
+            }
+            let body =
+                runtime()?.block_on(gateway::admin::fetch(config.admin_listen, &token, &path))?;
+            match out {
+                Some(file) => {
+                    std::fs::write(&file, &body)
+                        .with_context(|| format!("write {}", file.display()))?;
+                    eprintln!(
+                        "{} audits written to {}",
+                        body.lines().count(),
+                        file.display()
+                    );
+                }
+                None => print!("{body}"),
+            }
+        }
+        AuditAction::Verify { file } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("read {}", file.display()))?;
+            let r = gateway::audit::verify_export(&text);
+            println!(
+                "{} audits: {} passes confirmed, {} failures confirmed, {} without a proof to check, {} contradicted",
+                r.audits,
+                r.passes_confirmed,
+                r.failures_confirmed,
+                r.unprovable,
+                r.mismatches.len()
+            );
+            for (line, why) in &r.mismatches {
+                println!("line {line}: {why}");
+            }
+            if !r.mismatches.is_empty() {
+                anyhow::bail!(
+                    "{} transcripts do not support their verdicts",
+                    r.mismatches.len()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn admin_token(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    let token = std::fs::read_to_string(data_dir.join(gateway::admin::TOKEN_FILE))
+        .context("read the admin token (has the gateway been started with this data_dir?)")?;
+    Ok(token.trim().to_string())
 }
 
 #[allow(clippy::print_stdout)] // printing is this command's job

@@ -18,6 +18,8 @@
 //! - `uploads`: `bucket 0x00 key 0x00 upload id` → [`UploadRecord`]: multipart uploads in
 //!   progress, in listing order.
 //! - `parts`: `upload id ‖ part number` → [`StoredPart`]: their uploaded parts.
+//! - `held`, `bad`, `audits`, `reputation`, `repair`, `settings`: audits, reputation and repair
+//!   (see [`health`]).
 //!
 //! Every value starts with a format byte.
 
@@ -39,8 +41,21 @@ const CF_PENDING: &str = "pending";
 const CF_GC: &str = "gc";
 const CF_UPLOADS: &str = "uploads";
 const CF_PARTS: &str = "parts";
-const ALL_CFS: [&str; 8] = [
-    CF_BUCKETS, CF_OBJECTS, CF_KEYS, CF_NODES, CF_PENDING, CF_GC, CF_UPLOADS, CF_PARTS,
+const ALL_CFS: [&str; 14] = [
+    CF_BUCKETS,
+    CF_OBJECTS,
+    CF_KEYS,
+    CF_NODES,
+    CF_PENDING,
+    CF_GC,
+    CF_UPLOADS,
+    CF_PARTS,
+    health::CF_HELD,
+    health::CF_BAD,
+    health::CF_AUDITS,
+    health::CF_REPUTATION,
+    health::CF_REPAIR,
+    health::CF_SETTINGS,
 ];
 
 /// Format byte of every record this module writes.
@@ -78,6 +93,8 @@ pub enum Expect {
     Present,
     /// The key must exist with this ETag.
     ETag(String),
+    /// The key must hold exactly this version (a repair swapping pieces of what it read).
+    Unchanged(Box<ObjectManifest>),
 }
 
 impl Expect {
@@ -88,6 +105,7 @@ impl Expect {
             Expect::Absent => current.is_none(),
             Expect::Present => current.is_some(),
             Expect::ETag(e) => current.is_some_and(|m| m.etag == *e),
+            Expect::Unchanged(v) => current == Some(&**v),
         }
     }
 }
@@ -135,6 +153,8 @@ pub struct Meta {
     /// Serializes read-modify-write changes (commit over an old version, delete, bucket
     /// removal) so their gc entries match what they replaced.
     write_lock: Mutex<()>,
+    /// Keys the order of the `held` index (see [`health`]).
+    order_key: [u8; 32],
 }
 
 impl std::fmt::Debug for Meta {
@@ -231,10 +251,13 @@ impl Meta {
             .into_iter()
             .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
         let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
-        Ok(Meta {
+        let mut meta = Meta {
             db,
             write_lock: Mutex::new(()),
-        })
+            order_key: [0; 32],
+        };
+        meta.open_health()?;
+        Ok(meta)
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -382,13 +405,10 @@ impl Meta {
         if self.bucket(bucket)?.is_none() {
             return Err(MetaError::NoSuchBucket);
         }
-        if !expect.holds(self.object(bucket, key)?.as_ref()) {
-            return Err(MetaError::PreconditionFailed);
-        }
         let mut batch = WriteBatch::default();
         let used: HashSet<PieceRef> = placed_pieces(manifest).into_iter().collect();
+        self.replace_object(&mut batch, bucket, key, manifest, &used, expect)?;
         self.settle_pending(&mut batch, upload, &used)?;
-        self.replace_object(&mut batch, bucket, key, manifest, &used)?;
         self.write(batch)
     }
 
@@ -409,7 +429,8 @@ impl Meta {
     }
 
     /// Adds to `batch`: store `manifest` under `bucket`/`key`, queueing the pieces of the
-    /// version it replaces that are not in `used`.
+    /// version it replaces that are not in `used`. [`MetaError::PreconditionFailed`] (and
+    /// nothing added) if the version it replaces does not meet `expect`.
     fn replace_object(
         &self,
         batch: &mut WriteBatch,
@@ -417,14 +438,21 @@ impl Meta {
         key: &str,
         manifest: &ObjectManifest,
         used: &HashSet<PieceRef>,
+        expect: &Expect,
     ) -> Result<(), MetaError> {
-        if let Some(old) = self.object(bucket, key)? {
+        let old = self.object(bucket, key)?;
+        if !expect.holds(old.as_ref()) {
+            return Err(MetaError::PreconditionFailed);
+        }
+        if let Some(old) = old {
             for p in placed_pieces(&old) {
                 if !used.contains(&p) {
                     self.queue_gc(batch, &p);
+                    self.drop_held(batch, &p);
                 }
             }
         }
+        self.add_held(batch, bucket, key, manifest);
         batch.put_cf(
             self.cf(CF_OBJECTS),
             object_key(bucket, key),
@@ -487,7 +515,8 @@ impl Meta {
         };
         let mut batch = WriteBatch::default();
         for p in placed_pieces(&old) {
-            batch.put_cf(self.cf(CF_GC), node_piece_key(&p.node, &p.piece), []);
+            self.queue_gc(&mut batch, &p);
+            self.drop_held(&mut batch, &p);
         }
         batch.delete_cf(self.cf(CF_OBJECTS), object_key(bucket, key));
         self.write(batch)?;
@@ -644,7 +673,9 @@ impl Meta {
     }
 }
 
+pub mod health;
 mod multipart;
+pub use health::{AuditRecord, BadPiece, HeldPiece, RepairEntry, Verdict};
 pub use multipart::{StoredPart, UploadRecord};
 
 #[cfg(test)]

@@ -9,13 +9,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use chunker::manifest::NodeId;
+use chunker::manifest::{NodeId, PieceLocation};
 use libp2p::PeerId;
 use storage_node::net::HostHandle;
 use storage_node::protocol::{Registration, RegistrationReply};
 
 use crate::meta::{Meta, NodeRecord};
 use crate::placement::Candidate;
+use crate::reputation::NodeState;
 use crate::time::now_ms;
 
 /// A node as the gateway sees it now.
@@ -25,6 +26,7 @@ pub struct NodeView {
     pub registration: Registration,
     pub last_seen: Option<Instant>,
     pub online: bool,
+    pub state: NodeState,
 }
 
 impl NodeView {
@@ -48,11 +50,17 @@ struct Entry {
     registration: Registration,
     last_seen: Option<Instant>,
     first_seen_ms: u64,
+    state: NodeState,
 }
+
+/// How much less likely a node in vetting is to be picked than a vetted one with as much room.
+const VETTING_SHARE: u64 = 20;
 
 /// The registry of nodes.
 pub struct Nodes {
     entries: RwLock<HashMap<PeerId, Entry>>,
+    /// When this registry started: nodes not seen since count as missing from then.
+    loaded: Instant,
     meta: Arc<Meta>,
     host: HostHandle,
     heartbeat: Duration,
@@ -91,18 +99,23 @@ impl Nodes {
         let mut entries = HashMap::new();
         for (id, record) in meta.nodes()? {
             if let Some(peer) = peer_of(&id) {
+                let state = meta
+                    .reputation(&id)?
+                    .map_or(NodeState::Vetting, |r| r.state);
                 entries.insert(
                     peer,
                     Entry {
                         registration: record.registration,
                         last_seen: None,
                         first_seen_ms: record.first_seen_ms,
+                        state,
                     },
                 );
             }
         }
         Ok(Nodes {
             entries: RwLock::new(entries),
+            loaded: Instant::now(),
             meta,
             host,
             heartbeat,
@@ -125,7 +138,13 @@ impl Nodes {
                 registration: registration.clone(),
                 last_seen: None,
                 first_seen_ms: now,
+                state: NodeState::Vetting,
             });
+            if entry.state == NodeState::Disqualified {
+                return RegistrationReply::Refused {
+                    reason: format!("node {peer} is disqualified"),
+                };
+            }
             if entry.last_seen.is_none() {
                 tracing::info!(%peer, software = %registration.software, "node registered");
             }
@@ -149,18 +168,24 @@ impl Nodes {
         }
     }
 
+    /// The online rule: connected, and registered within the last three heartbeats.
+    fn entry_online(&self, peer: &PeerId, e: &Entry) -> bool {
+        e.last_seen
+            .is_some_and(|t| t.elapsed() < self.heartbeat * 3)
+            && self.host.is_connected(peer)
+    }
+
     /// Every known node.
     pub fn all(&self) -> Vec<NodeView> {
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
-        let stale = self.heartbeat * 3;
         let mut out: Vec<NodeView> = entries
             .iter()
             .map(|(peer, e)| NodeView {
                 peer: *peer,
                 registration: e.registration.clone(),
                 last_seen: e.last_seen,
-                online: e.last_seen.is_some_and(|t| t.elapsed() < stale)
-                    && self.host.is_connected(peer),
+                online: self.entry_online(peer, e),
+                state: e.state,
             })
             .collect();
         out.sort_by_key(|n| n.peer.to_bytes());
@@ -175,20 +200,62 @@ impl Nodes {
     /// Whether `peer` is online now.
     pub fn is_online(&self, peer: &PeerId) -> bool {
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
-        entries.get(peer).is_some_and(|e| {
-            e.last_seen
-                .is_some_and(|t| t.elapsed() < self.heartbeat * 3)
-                && self.host.is_connected(peer)
-        })
+        entries
+            .get(peer)
+            .is_some_and(|e| self.entry_online(peer, e))
     }
 
-    /// Online nodes with room for a piece of `piece_len` bytes, as placement candidates.
+    /// The node holding `piece`, if it is online now.
+    pub fn online_holder(&self, piece: &PieceLocation) -> Option<PeerId> {
+        piece
+            .node
+            .as_ref()
+            .and_then(peer_of)
+            .filter(|p| self.is_online(p))
+    }
+
+    /// How long `peer` has been unreachable: `None` while it is online, else the time since it
+    /// was last seen (or since this registry started, for a node not seen since).
+    pub fn missing_for(&self, peer: &PeerId) -> Option<Duration> {
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        match entries.get(peer) {
+            Some(e) if self.entry_online(peer, e) => None,
+            Some(e) => Some(e.last_seen.unwrap_or(self.loaded).elapsed()),
+            None => Some(self.loaded.elapsed()),
+        }
+    }
+
+    /// A node's state (a node never seen is in vetting).
+    pub fn state(&self, peer: &PeerId) -> NodeState {
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        entries.get(peer).map_or(NodeState::Vetting, |e| e.state)
+    }
+
+    /// Sets a node's state (decided by its reputation). A disqualified node is disconnected
+    /// and refused from then on.
+    pub fn set_state(&self, peer: &PeerId, state: NodeState) {
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = entries.get_mut(peer) {
+            e.state = state;
+            if state == NodeState::Disqualified {
+                e.last_seen = None;
+            }
+        }
+    }
+
+    /// Online nodes that may take new pieces (not suspended or disqualified) with room for a
+    /// piece of `piece_len` bytes, as placement candidates weighted by free space; nodes in
+    /// vetting weigh a twentieth.
     pub fn candidates(&self, piece_len: u64) -> Vec<Candidate<PeerIdBytes>> {
         self.online()
             .into_iter()
+            .filter(|n| matches!(n.state, NodeState::Vetting | NodeState::Active))
             .filter(|n| n.free() >= piece_len)
             .map(|n| Candidate {
-                free: n.free(),
+                weight: match n.state {
+                    NodeState::Vetting => (n.free() / VETTING_SHARE).max(1),
+                    _ => n.free(),
+                },
                 domain: n.domain(),
                 node: PeerIdBytes::new(n.peer),
             })

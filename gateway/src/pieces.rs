@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use chunker::PieceId;
+use chunker::{Challenge, PieceId, Proof};
 use futures::future::BoxFuture;
 use libp2p::PeerId;
 use storage_node::client::{ClientError, NodeClient};
@@ -21,6 +21,8 @@ pub enum PieceError {
     Corrupt { node: PeerId, piece: PieceId },
     #[error("node {node} is unreachable: {reason}")]
     Unreachable { node: PeerId, reason: String },
+    #[error("node {node} did not answer within {after:?}")]
+    Timeout { node: PeerId, after: Duration },
     #[error("node {node} refused: {reason}")]
     Refused { node: PeerId, reason: String },
     #[error("node {node} answered out of protocol: {reason}")]
@@ -41,6 +43,14 @@ pub trait PieceNet: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<Vec<u8>, PieceError>>;
     /// Deletes pieces; `Ok` once the node no longer has them.
     fn delete(&self, node: PeerId, ids: Vec<PieceId>) -> BoxFuture<'_, Result<(), PieceError>>;
+    /// Sends an audit challenge; the answer (proof and the node's signature over the
+    /// transcript) is not checked here. Fails with [`PieceError::Timeout`] after `deadline`.
+    fn challenge(
+        &self,
+        node: PeerId,
+        challenge: Challenge,
+        deadline: Duration,
+    ) -> BoxFuture<'_, Result<(Proof, Vec<u8>), PieceError>>;
 }
 
 /// [`PieceNet`] over libp2p with the node protocol.
@@ -62,9 +72,10 @@ impl Libp2pPieces {
         request: Request,
         payload: &[u8],
         piece: PieceId,
+        timeout: Duration,
     ) -> Result<(Response, Vec<u8>), PieceError> {
         self.client
-            .call(node, &request, payload, self.timeout)
+            .call(node, &request, payload, timeout)
             .await
             .map_err(|e| match e {
                 ClientError::Node { kind, message, .. } => match kind {
@@ -86,12 +97,14 @@ impl Libp2pPieces {
                     node,
                     reason: source.to_string(),
                 },
-                e @ (ClientError::Open { .. } | ClientError::Timeout { .. }) => {
-                    PieceError::Unreachable {
-                        node,
-                        reason: e.to_string(),
-                    }
-                }
+                ClientError::Timeout { .. } => PieceError::Timeout {
+                    node,
+                    after: timeout,
+                },
+                e @ ClientError::Open { .. } => PieceError::Unreachable {
+                    node,
+                    reason: e.to_string(),
+                },
             })
     }
 }
@@ -115,7 +128,7 @@ impl PieceNet for Libp2pPieces {
                 id,
                 len: piece.len() as u64,
             };
-            match self.call(node, request, &piece, id).await? {
+            match self.call(node, request, &piece, id, self.timeout).await? {
                 (Response::Stored { .. }, _) => Ok(()),
                 (other, _) => Err(unexpected(node, &other)),
             }
@@ -137,7 +150,7 @@ impl PieceNet for Libp2pPieces {
                     end: r.end,
                 }),
             };
-            match self.call(node, request, &[], id).await? {
+            match self.call(node, request, &[], id, self.timeout).await? {
                 (Response::Piece { .. }, data) => {
                     if let Some(r) = want {
                         if data.len() as u64 != r.end - r.start {
@@ -164,10 +177,34 @@ impl PieceNet for Libp2pPieces {
                 return Ok(());
             };
             match self
-                .call(node, Request::DeletePieces { ids }, &[], first)
+                .call(
+                    node,
+                    Request::DeletePieces { ids },
+                    &[],
+                    first,
+                    self.timeout,
+                )
                 .await?
             {
                 (Response::Deleted { .. }, _) => Ok(()),
+                (other, _) => Err(unexpected(node, &other)),
+            }
+        })
+    }
+
+    fn challenge(
+        &self,
+        node: PeerId,
+        challenge: Challenge,
+        deadline: Duration,
+    ) -> BoxFuture<'_, Result<(Proof, Vec<u8>), PieceError>> {
+        Box::pin(async move {
+            let piece = challenge.piece_id();
+            match self
+                .call(node, Request::Challenge { challenge }, &[], piece, deadline)
+                .await?
+            {
+                (Response::Proof { proof, signature }, _) => Ok((proof, signature)),
                 (other, _) => Err(unexpected(node, &other)),
             }
         })

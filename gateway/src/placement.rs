@@ -2,9 +2,9 @@
 //! over failure domains.
 //!
 //! Every node gets a score from a hash of (segment seed, node id), scaled by its weight (its free
-//! space): `-ln(u) / weight`, lowest first. Over many segments a node is first in proportion to
-//! its weight, a node joining or leaving moves only the pieces it wins or held, and the order is
-//! deterministic for a seed. The pieces are then dealt out greedily: each next piece goes to the
+//! space, less for nodes in vetting): `-ln(u) / weight`, lowest first. Over many segments a node
+//! is first in proportion to its weight, a node joining or leaving moves only the pieces it wins
+//! or held, and the order is deterministic for a seed. The pieces are then dealt out greedily: each next piece goes to the
 //! best-ranked node whose failure domain holds the fewest pieces of this segment so far, so a
 //! segment spans as many domains as exist before any domain gets a second piece.
 
@@ -14,8 +14,9 @@ use std::collections::HashMap;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate<N> {
     pub node: N,
-    /// Bytes the node can still take.
-    pub free: u64,
+    /// How strongly it is preferred: the bytes it can still take (scaled down for nodes in
+    /// vetting). 0 excludes it.
+    pub weight: u64,
     /// Its failure domain (e.g. region/zone/operator); equal strings share a fate.
     pub domain: String,
 }
@@ -27,14 +28,28 @@ pub fn rank<N: Clone + AsRef<[u8]>>(
     seed: &[u8],
     count: usize,
 ) -> Vec<N> {
+    rank_around(candidates, seed, count, &[])
+}
+
+/// [`rank`] for pieces joining a segment whose other pieces already sit in the failure domains
+/// `taken` (a repair): the spread counts those too.
+pub fn rank_around<N: Clone + AsRef<[u8]>>(
+    candidates: &[Candidate<N>],
+    seed: &[u8],
+    count: usize,
+    taken: &[String],
+) -> Vec<N> {
     let mut scored: Vec<(f64, &Candidate<N>)> = candidates
         .iter()
-        .filter(|c| c.free > 0)
-        .map(|c| (score(seed, c.node.as_ref(), c.free), c))
+        .filter(|c| c.weight > 0)
+        .map(|c| (score(seed, c.node.as_ref(), c.weight), c))
         .collect();
     scored.sort_by(|a, b| a.0.total_cmp(&b.0));
 
     let mut per_domain: HashMap<&str, usize> = HashMap::new();
+    for d in taken {
+        *per_domain.entry(d.as_str()).or_default() += 1;
+    }
     let mut chosen = Vec::with_capacity(scored.len());
     let mut rest: Vec<&Candidate<N>> = scored.into_iter().map(|(_, c)| c).collect();
     while chosen.len() < count && !rest.is_empty() {
@@ -58,7 +73,7 @@ pub fn rank<N: Clone + AsRef<[u8]>>(
 }
 
 /// `-ln(u) / weight` with `u` uniform in (0, 1] from BLAKE3(seed, node).
-fn score(seed: &[u8], node: &[u8], free: u64) -> f64 {
+fn score(seed: &[u8], node: &[u8], weight: u64) -> f64 {
     let mut h = blake3::Hasher::new();
     h.update(&(seed.len() as u64).to_le_bytes());
     h.update(seed);
@@ -69,7 +84,7 @@ fn score(seed: &[u8], node: &[u8], free: u64) -> f64 {
     let u = ((u64::from_le_bytes(word) >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
     // Weights in GiB keep the arithmetic well-conditioned; a node with less than that still
     // gets a (small) positive weight.
-    let weight = (free as f64 / (1u64 << 30) as f64).max(1e-6);
+    let weight = (weight as f64 / (1u64 << 30) as f64).max(1e-6);
     -u.ln() / weight
 }
 
@@ -80,7 +95,7 @@ mod tests {
     fn node(i: u32, free_gib: u64, domain: &str) -> Candidate<Vec<u8>> {
         Candidate {
             node: i.to_be_bytes().to_vec(),
-            free: free_gib << 30,
+            weight: free_gib << 30,
             domain: domain.into(),
         }
     }

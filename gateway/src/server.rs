@@ -15,11 +15,13 @@ use storage_node::client::{serve_registrations, NodeClient};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::Auditor;
 use crate::config::Config;
 use crate::meta::Meta;
 use crate::nodes::Nodes;
 use crate::objects::{DataConfig, ObjectService};
 use crate::pieces::{Libp2pPieces, PieceNet};
+use crate::repair::{Health, Repairer};
 use crate::s3::auth::StoredKeys;
 use crate::s3::S3Api;
 use crate::secrets;
@@ -44,6 +46,10 @@ pub struct Gateway {
     pub master: Arc<MasterKey>,
     pub nodes: Arc<Nodes>,
     pub objects: Arc<ObjectService>,
+    pub auditor: Arc<Auditor>,
+    pub repairer: Arc<Repairer>,
+    pub health: Arc<Health>,
+    host: storage_node::net::HostHandle,
     cancel: CancellationToken,
     tasks: JoinSet<()>,
 }
@@ -98,6 +104,11 @@ impl Gateway {
             NodeClient::new(host.clone()),
             config.node_timeout,
         ));
+        let health = Arc::new(Health::new(
+            meta.clone(),
+            nodes.clone(),
+            config.repair.clone(),
+        ));
         let objects = Arc::new(ObjectService::new(
             meta.clone(),
             nodes.clone(),
@@ -110,10 +121,27 @@ impl Gateway {
                 write_grace: config.write_grace,
                 hedge_after: config.hedge_after,
             },
+            health.clone(),
+        ));
+        let auditor = Arc::new(Auditor::new(
+            meta.clone(),
+            nodes.clone(),
+            net.clone(),
+            health.clone(),
+            config.audit.clone(),
+            config.policy.clone(),
+        ));
+        let repairer = Arc::new(Repairer::new(
+            meta.clone(),
+            nodes.clone(),
+            net.clone(),
+            master.clone(),
+            health.clone(),
         ));
 
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
+        let host_handle = host.clone();
         {
             let nodes = nodes.clone();
             let handler = Arc::new(move |peer, reg| nodes.register(peer, reg));
@@ -129,6 +157,8 @@ impl Gateway {
                 }
             });
         }
+        tasks.spawn(auditor.clone().run(cancel.clone()));
+        tasks.spawn(repairer.clone().run(cancel.clone()));
         tasks.spawn(crate::gc::run(
             meta.clone(),
             nodes.clone(),
@@ -173,12 +203,14 @@ impl Gateway {
             .with_context(|| format!("listen for admin requests on {}", config.admin_listen))?;
         let admin_addr = admin_listener.local_addr()?;
         let admin_token = crate::admin::token(&config.data_dir)?;
-        let admin = crate::admin::router(
-            nodes.clone(),
-            meta.clone(),
-            admin_token.clone(),
-            config.params.total(),
-        );
+        let admin = crate::admin::router(crate::admin::AdminState {
+            nodes: nodes.clone(),
+            meta: meta.clone(),
+            health: health.clone(),
+            repairer: repairer.clone(),
+            token: admin_token.clone().into(),
+            segment_width: config.params.total(),
+        });
         let shutdown = cancel.clone();
         tasks.spawn(async move {
             let serve = axum::serve(admin_listener, admin)
@@ -199,6 +231,10 @@ impl Gateway {
             master,
             nodes,
             objects,
+            auditor,
+            repairer,
+            health,
+            host: host_handle,
             cancel,
             tasks,
         })
@@ -226,6 +262,9 @@ impl Gateway {
             tracing::warn!("requests still running after the grace period; aborting them");
             self.tasks.abort_all();
         }
+        // Closes the node connections (and so the registration streams, whose tasks hold the
+        // registry and through it the metadata).
+        self.host.shutdown().await;
         tracing::info!("gateway stopped");
     }
 }

@@ -284,3 +284,80 @@ async fn reads_hedge_around_a_hung_node() {
         wait_gone(node).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audits_export_and_verify_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir: PathBuf = dir.path().join("dev");
+    let port = free_port();
+    let mut gateway = spawn_dev(&data_dir, port, &[("GATEWAY_AUDIT_INTERVAL", "300ms")]);
+    let cluster = wait_cluster(&data_dir).await;
+    let s3 = client(&cluster);
+    s3.create_bucket().bucket("audited").send().await.unwrap();
+    s3.put_object()
+        .bucket("audited")
+        .key("obj")
+        .body(ByteStream::from(data(4, 300_000)))
+        .send()
+        .await
+        .unwrap();
+
+    // `gateway audit export` reads the running gateway's admin API.
+    let export = dir.path().join("audits.jsonl");
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .env("GATEWAY_DATA_DIR", data_dir.join("gateway"))
+            .env("GATEWAY_ADMIN_LISTEN", format!("127.0.0.1:{}", port + 1))
+            .output()
+            .unwrap()
+    };
+    let mut lines = 0;
+    for _ in 0..100 {
+        let out = run(&[
+            "audit",
+            "export",
+            "--since",
+            "1h",
+            "-o",
+            export.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        lines = std::fs::read_to_string(&export).unwrap().lines().count();
+        if lines >= 12 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(lines >= 12, "only {lines} audits after 30 s");
+
+    // `gateway audit verify` re-checks them offline: every node passed.
+    let out = run(&["audit", "verify", export.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(&format!("{lines} audits: {lines} passes confirmed")),
+        "{stdout}"
+    );
+    // A verdict changed after the fact is caught.
+    let text = std::fs::read_to_string(&export).unwrap();
+    std::fs::write(
+        &export,
+        text.replacen("\"verdict\":\"pass\"", "\"verdict\":\"fail\"", 1),
+    )
+    .unwrap();
+    let out = run(&["audit", "verify", export.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 contradicted"));
+
+    let nodes = node_pids(&cluster);
+    let _ = kill_process(pid(gateway.id()), Signal::INT);
+    assert!(gateway.wait().unwrap().success());
+    for node in nodes {
+        wait_gone(node).await;
+    }
+}

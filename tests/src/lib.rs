@@ -8,22 +8,37 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use gateway::config::RawConfig;
 use gateway::server::Gateway;
 use libp2p::PeerId;
+use storage_node::store::{DiskStore, PieceStore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// Wraps a node's real store (to make it misbehave).
+pub type StoreWrap = Arc<dyn Fn(Arc<DiskStore>) -> Arc<dyn PieceStore> + Send + Sync>;
+
 /// A storage node running in this process.
-#[derive(Debug)]
 pub struct TestNode {
     pub dir: PathBuf,
     pub peer: PeerId,
     cancel: CancellationToken,
     task: Option<JoinHandle<anyhow::Result<()>>>,
+    /// Wraps its store when it (re)starts.
+    pub wrap: Option<StoreWrap>,
+}
+
+impl std::fmt::Debug for TestNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestNode")
+            .field("dir", &self.dir)
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
 }
 
 impl TestNode {
@@ -60,6 +75,8 @@ pub struct Cluster {
     pub nodes: Vec<TestNode>,
     pub access_key: String,
     pub secret_key: String,
+    /// The gateway's configuration (a restart reuses it, with the same node port).
+    config: RawConfig,
     dir: tempfile::TempDir,
 }
 
@@ -86,11 +103,23 @@ impl Cluster {
         tweak(&mut raw);
         let gateway = Gateway::start(raw.validate().unwrap()).await.unwrap();
         let key = gateway::keys::create(&gateway.meta, &gateway.master, "tests").unwrap();
+        // Restarts listen where the nodes were told to dial.
+        raw.p2p_listen = gateway
+            .p2p_addrs
+            .iter()
+            .take(1)
+            .map(|a| {
+                let mut a = a.clone();
+                a.pop(); // the /p2p/<id> suffix
+                a.to_string()
+            })
+            .collect();
         let mut cluster = Cluster {
             gateway,
             nodes: Vec::new(),
             access_key: key.id,
             secret_key: key.secret,
+            config: raw,
             dir,
         };
         for _ in 0..nodes {
@@ -102,6 +131,11 @@ impl Cluster {
 
     /// Starts one more node (not waiting for it to register).
     pub async fn add_node(&mut self) -> usize {
+        self.add_node_wrapped(None).await
+    }
+
+    /// Starts one more node whose store is wrapped by `wrap` (not waiting for it to register).
+    pub async fn add_node_wrapped(&mut self, wrap: Option<StoreWrap>) -> usize {
         let i = self.nodes.len();
         let dir = self.dir.path().join(format!("node-{i}"));
         std::fs::create_dir_all(&dir).unwrap();
@@ -112,6 +146,7 @@ impl Cluster {
             peer,
             cancel: CancellationToken::new(),
             task: None,
+            wrap,
         };
         self.nodes.push(node);
         self.start_node(i);
@@ -140,11 +175,53 @@ impl Cluster {
         let config = raw.validate(&node.dir).unwrap();
         let keypair = storage_node::identity::load(&node.dir).unwrap();
         node.cancel = CancellationToken::new();
-        node.task = Some(tokio::spawn(storage_node::daemon::run(
+        let wrap = node.wrap.clone();
+        node.task = Some(tokio::spawn(storage_node::daemon::run_wrapped(
             config,
             keypair,
+            move |store| match wrap {
+                Some(wrap) => wrap(store),
+                None => store,
+            },
             node.cancel.clone(),
         )));
+    }
+
+    /// Stops the gateway and starts it again on the same data (its node port too, so nodes
+    /// reconnect on their own; S3 clients must be made anew: [`Cluster::client`]).
+    pub async fn restart_gateway(self) -> Cluster {
+        let Cluster {
+            mut gateway,
+            nodes,
+            access_key,
+            secret_key,
+            config,
+            dir,
+        } = self;
+        gateway.stop().await;
+        drop(gateway);
+        // The metadata closes once the last task holding it has ended (the libp2p host winds
+        // down when its last handle is gone).
+        let mut tries = 0;
+        let gateway = loop {
+            match Gateway::start(config.validate().unwrap()).await {
+                Ok(g) => break g,
+                Err(e) if tries < 100 => {
+                    tries += 1;
+                    let _ = e; // the old one has not let go of the metadata yet
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("gateway restart: {e:#}"),
+            }
+        };
+        Cluster {
+            gateway,
+            nodes,
+            access_key,
+            secret_key,
+            config,
+            dir,
+        }
     }
 
     /// Stops node `i` and waits until the gateway sees it gone.

@@ -153,13 +153,10 @@ impl Meta {
         if self.upload(bucket, key, id)?.is_none() {
             return Err(MetaError::NoSuchUpload);
         }
-        if !expect.holds(self.object(bucket, key)?.as_ref()) {
-            return Err(MetaError::PreconditionFailed);
-        }
         let used: HashSet<PieceRef> = placed_pieces(manifest).into_iter().collect();
         let mut batch = WriteBatch::default();
+        self.replace_object(&mut batch, bucket, key, manifest, &used, expect)?;
         self.drop_upload(&mut batch, bucket, key, id, &used)?;
-        self.replace_object(&mut batch, bucket, key, manifest, &used)?;
         self.write(batch)
     }
 

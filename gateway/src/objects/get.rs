@@ -13,14 +13,15 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chunker::decoder::RangePlan;
-use chunker::manifest::{Body, SegmentSpan};
+use chunker::manifest::{Body, PieceLocation, SegmentSpan};
 use chunker::{Coder, DataKey, ObjectManifest, SegmentDecoder, SegmentRecord};
 use futures::stream::{self, BoxStream, FuturesUnordered};
 use futures::StreamExt;
 
 use super::{ObjectError, ObjectService};
+use crate::meta::PieceRef;
 use crate::nodes::{peer_of, Nodes};
-use crate::pieces::PieceNet;
+use crate::pieces::{PieceError, PieceNet};
 
 /// Segments fetched ahead of the one being sent.
 const PREFETCH: usize = 1;
@@ -60,6 +61,7 @@ impl ObjectService {
             key,
             segments,
             hedge_after: self.cfg.hedge_after,
+            health: self.health.clone(),
         });
         let spans = manifest.segments_in(range);
         Ok(stream::iter(spans)
@@ -79,6 +81,7 @@ struct SegmentReader {
     key: DataKey,
     segments: Vec<SegmentRecord>,
     hedge_after: std::time::Duration,
+    health: Arc<crate::repair::Health>,
 }
 
 impl SegmentReader {
@@ -170,14 +173,7 @@ impl SegmentReader {
         let k = seg.params.k();
         // Online nodes first, data pieces before parity within each group.
         let mut order: Vec<usize> = (0..seg.pieces.len()).collect();
-        order.sort_by_key(|&i| {
-            let online = seg.pieces[i]
-                .node
-                .as_ref()
-                .and_then(peer_of)
-                .is_some_and(|p| self.nodes.is_online(&p));
-            (!online, i)
-        });
+        order.sort_by_key(|&i| (self.nodes.online_holder(&seg.pieces[i]).is_none(), i));
         let mut order = order.into_iter();
         let mut pieces: Vec<Option<Vec<u8>>> = vec![None; seg.pieces.len()];
         let mut good = 0usize;
@@ -189,13 +185,18 @@ impl SegmentReader {
                 let Some(peer) = loc.node.as_ref().and_then(peer_of) else {
                     return (i, Err("no node holds it".to_string()));
                 };
-                let got = self.net.get(peer, loc.id, None).await;
-                let checked = got.map_err(|e| e.to_string()).and_then(|bytes| {
-                    loc.id.verify(&bytes).map(|()| bytes).map_err(|e| {
+                let checked = match self.net.get(peer, loc.id, None).await {
+                    Ok(bytes) => loc.id.verify(&bytes).map(|()| bytes).map_err(|e| {
                         tracing::warn!(piece = %loc.id, node = %peer, "node sent a corrupt piece");
+                        self.report_bad(loc, "a read got a copy that does not match its id");
                         e.to_string()
-                    })
-                });
+                    }),
+                    Err(e @ (PieceError::NotFound { .. } | PieceError::Corrupt { .. })) => {
+                        self.report_bad(loc, &format!("read: {e}"));
+                        Err(e.to_string())
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
                 (i, checked)
             }
         };
@@ -246,6 +247,18 @@ impl SegmentReader {
             segment: index,
             reason,
         })
+    }
+
+    /// Marks a piece a read found missing or corrupt as bad, which queues its repair.
+    fn report_bad(&self, loc: &PieceLocation, reason: &str) {
+        let Some(node) = loc.node.clone() else { return };
+        let piece = PieceRef {
+            node,
+            piece: loc.id,
+        };
+        if let Err(e) = self.health.report_bad(&piece, reason) {
+            tracing::warn!(piece = %loc.id, error = %e, "could not record a bad piece");
+        }
     }
 
     /// A decoder for `seg`'s code (objects written under older settings keep theirs).

@@ -76,16 +76,9 @@ pub struct UploadInfo {
 /// Upload ids are 32 hex digits: 8 bytes of creation time (so a key's uploads list in creation
 /// order) and 8 random bytes.
 pub fn parse_upload_id(s: &str) -> Result<[u8; 16], ObjectError> {
-    let bytes = s.as_bytes();
-    if bytes.len() != 32 {
-        return Err(ObjectError::NoSuchUpload);
-    }
-    let mut id = [0u8; 16];
-    for (i, pair) in bytes.chunks_exact(2).enumerate() {
-        let text = std::str::from_utf8(pair).map_err(|_| ObjectError::NoSuchUpload)?;
-        id[i] = u8::from_str_radix(text, 16).map_err(|_| ObjectError::NoSuchUpload)?;
-    }
-    Ok(id)
+    crate::digest::unhex(s)
+        .and_then(|b| b.try_into().ok())
+        .ok_or(ObjectError::NoSuchUpload)
 }
 
 fn meta_err(e: MetaError) -> ObjectError {

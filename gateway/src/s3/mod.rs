@@ -107,14 +107,7 @@ fn decode_token(token: &str) -> S3Result<String> {
             "The continuation token provided is incorrect"
         )
     };
-    if token.len() % 2 != 0 {
-        return Err(bad());
-    }
-    let bytes = (0..token.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(token.get(i..i + 2).unwrap_or("zz"), 16))
-        .collect::<Result<Vec<u8>, _>>()
-        .map_err(|_| bad())?;
+    let bytes = crate::digest::unhex(token).ok_or_else(bad)?;
     String::from_utf8(bytes).map_err(|_| bad())
 }
 
