@@ -51,6 +51,12 @@ pub trait PieceNet: Send + Sync + 'static {
         challenge: Challenge,
         deadline: Duration,
     ) -> BoxFuture<'_, Result<(Proof, Vec<u8>), PieceError>>;
+    /// Asks for the pieces the node's scrub found corrupt, acknowledging the last answer.
+    fn scrub_report(
+        &self,
+        node: PeerId,
+        acknowledged: Vec<PieceId>,
+    ) -> BoxFuture<'_, Result<Vec<PieceId>, PieceError>>;
 }
 
 /// [`PieceNet`] over libp2p with the node protocol.
@@ -205,6 +211,32 @@ impl PieceNet for Libp2pPieces {
                 .await?
             {
                 (Response::Proof { proof, signature }, _) => Ok((proof, signature)),
+                (other, _) => Err(unexpected(node, &other)),
+            }
+        })
+    }
+
+    fn scrub_report(
+        &self,
+        node: PeerId,
+        acknowledged: Vec<PieceId>,
+    ) -> BoxFuture<'_, Result<Vec<PieceId>, PieceError>> {
+        Box::pin(async move {
+            let any = acknowledged
+                .first()
+                .copied()
+                .unwrap_or(PieceId::from_bytes([0; 32]));
+            match self
+                .call(
+                    node,
+                    Request::ScrubReport { acknowledged },
+                    &[],
+                    any,
+                    self.timeout,
+                )
+                .await?
+            {
+                (Response::ScrubReport { corrupt }, _) => Ok(corrupt),
                 (other, _) => Err(unexpected(node, &other)),
             }
         })

@@ -9,20 +9,20 @@
 //! succeeds only if the object is still the version that was read ([`Meta::commit_repair`]).
 //! Readers see the old manifest or the new one, both complete.
 //!
-//! What gets queued (`repair` table, most endangered first): objects with a piece marked bad,
-//! and — once per loss — every object with a piece on a node that went missing past the grace
+//! What gets queued (`repair` table, most endangered first): objects with a piece marked bad
+//! (a failed audit, a read, a node's scrub report, collected here every interval), and — once per loss — every object with a piece on a node that went missing past the grace
 //! period or was disqualified. The queue is in the metadata, and a repair commits every few
 //! segments, so a restart resumes where it stopped. The worker moves at most `rate` bytes per
 //! second.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chunker::manifest::{Body, NodeId, PieceLocation, SegmentRecord};
-use chunker::{DataKey, MasterKey, ObjectManifest, SegmentDecoder};
+use chunker::{DataKey, MasterKey, ObjectManifest, PieceId, SegmentDecoder};
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use libp2p::PeerId;
@@ -261,6 +261,8 @@ pub struct Repairer {
     pub stats: RepairStats,
     /// Moved bytes and when the budget started, for the rate limit.
     budget: Mutex<(Instant, u64)>,
+    /// Per node, the corrupt pieces it last reported, acknowledged with the next request.
+    scrub_acks: Mutex<HashMap<PeerId, Vec<PieceId>>>,
 }
 
 impl std::fmt::Debug for Repairer {
@@ -300,12 +302,15 @@ impl Repairer {
             health,
             stats: RepairStats::default(),
             budget: Mutex::new((Instant::now(), 0)),
+            scrub_acks: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Sweeps for lost nodes and works through the queue every interval until `cancel` fires.
+    /// Collects scrub reports, sweeps for lost nodes and works through the queue every
+    /// interval until `cancel` fires.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
         loop {
+            self.collect_scrub_reports().await;
             match self.health.sweep() {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(objects = n, "queued for repair"),
@@ -319,6 +324,55 @@ impl Repairer {
                 () = cancel.cancelled() => return,
             }
         }
+    }
+
+    /// Asks every online node for the pieces its scrub found corrupt and marks them bad (which
+    /// queues their repair). A report is acknowledged with the next request, so nothing is lost
+    /// if this gateway stops in between.
+    pub async fn collect_scrub_reports(&self) {
+        futures::stream::iter(self.nodes.online())
+            .for_each_concurrent(16, |view| async move {
+                let peer = view.peer;
+                let ack = self
+                    .scrub_acks
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&peer)
+                    .unwrap_or_default();
+                match self.net.scrub_report(peer, ack.clone()).await {
+                    Ok(corrupt) => {
+                        for &id in &corrupt {
+                            let piece = PieceRef {
+                                node: node_id(&peer),
+                                piece: id,
+                            };
+                            tracing::warn!(%peer, piece = %id, "node's scrub found a corrupt piece");
+                            if let Err(e) = self
+                                .health
+                                .report_bad(&piece, "scrub: the node found it corrupt")
+                            {
+                                tracing::warn!(error = %e, "could not record a bad piece");
+                            }
+                        }
+                        if !corrupt.is_empty() {
+                            self.scrub_acks
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .insert(peer, corrupt);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "scrub report failed");
+                        if !ack.is_empty() {
+                            self.scrub_acks
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .insert(peer, ack);
+                        }
+                    }
+                }
+            })
+            .await;
     }
 
     /// Works through the queue once, most endangered first. Objects that cannot be repaired

@@ -124,16 +124,28 @@ pub async fn run_wrapped(
         ));
     }
 
+    let scrub = tokio::spawn(crate::scrub::run(
+        service.clone(),
+        config.scrub_rate,
+        config.scrub_interval,
+        shutdown.clone(),
+    ));
+
     service
         .clone()
         .serve(&host, shutdown.clone(), SHUTDOWN_GRACE)
         .await?;
 
+    let _ = scrub.await;
     let c = &service.counters;
+    let last_scrub = c.last_scrub_finished_ms.load(Ordering::Relaxed);
     let counters = NodeCounters {
         audits_answered: saved.audits_answered + c.audits_answered.load(Ordering::Relaxed),
         audits_failed: saved.audits_failed + c.audits_failed.load(Ordering::Relaxed),
-        ..saved
+        scrub_corrupt_found: saved.scrub_corrupt_found + c.scrub_corrupt.load(Ordering::Relaxed),
+        last_scrub_finished_ms: (last_scrub > 0)
+            .then_some(last_scrub)
+            .or(saved.last_scrub_finished_ms),
     };
     store
         .save_counters(&counters)

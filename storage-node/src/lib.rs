@@ -7,6 +7,7 @@
 //!   their framing on any byte stream. The gateway links this module.
 //! - [`net`]: the libp2p host (TCP, TLS or Noise, Yamux) owned by one task, with a handle.
 //! - [`node`]: the node side: serving authorized gateways, keeping registered with them.
+//! - [`scrub`]: the background re-hash of every piece; rot is reported to the gateway.
 //! - [`daemon`]: `storage-node run`, the composition root.
 //! - [`client`]: the gateway side: pooled calls to nodes, accepting registrations.
 //! - [`config`], [`identity`], [`units`]: the operator's configuration file, the node's ed25519
@@ -19,5 +20,6 @@ pub mod identity;
 pub mod net;
 pub mod node;
 pub mod protocol;
+pub mod scrub;
 pub mod store;
 pub mod units;

@@ -1,11 +1,12 @@
 //! The node side of the protocol: serve authorized gateways from the piece store, and keep
 //! registered with every configured gateway.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chunker::PieceId;
 use futures::StreamExt;
 use libp2p::identity::Keypair;
 use libp2p::{PeerId, Stream, StreamProtocol};
@@ -16,7 +17,7 @@ use crate::config::GatewayAddr;
 use crate::net::HostHandle;
 use crate::protocol::{
     read_header, read_payload, write_frame, ErrorKind, NodeStats, ProtocolError, Registration,
-    RegistrationReply, Request, Response, NODE_PROTOCOL, REGISTER_PROTOCOL,
+    RegistrationReply, Request, Response, MAX_SCRUB_REPORT, NODE_PROTOCOL, REGISTER_PROTOCOL,
 };
 use crate::store::{PieceStore, PutOutcome, StoreError};
 
@@ -32,7 +33,17 @@ pub struct Counters {
     pub refused_unauthorized: AtomicU64,
     pub audits_answered: AtomicU64,
     pub audits_failed: AtomicU64,
+    /// Pieces re-hashed by the scrub since start.
+    pub scrubbed: AtomicU64,
+    /// Corrupt pieces the scrub found since start.
+    pub scrub_corrupt: AtomicU64,
+    /// When the last full scrub pass ended (ms since the epoch; 0: none since start).
+    pub last_scrub_finished_ms: AtomicU64,
 }
+
+/// Corrupt pieces kept for the gateway until it acknowledges them (more are found again by the
+/// next scrub pass).
+const MAX_ROT_KEPT: usize = 4096;
 
 /// Serves the protocol from a store.
 pub struct NodeService {
@@ -43,6 +54,8 @@ pub struct NodeService {
     /// Free bytes on the disk holding the store (`None`: report capacity − used).
     disk_free: Box<dyn Fn() -> Option<u64> + Send + Sync>,
     pub counters: Counters,
+    /// Pieces the scrub found corrupt, not yet acknowledged by the gateway.
+    rot: Mutex<BTreeSet<PieceId>>,
 }
 
 impl std::fmt::Debug for NodeService {
@@ -84,6 +97,20 @@ impl NodeService {
             streams: Arc::new(Semaphore::new(MAX_STREAMS)),
             disk_free,
             counters: Counters::default(),
+            rot: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// The store this service answers from.
+    pub fn store(&self) -> &Arc<dyn PieceStore> {
+        &self.store
+    }
+
+    /// Notes a piece the scrub found corrupt, for the gateway's next scrub report.
+    pub fn report_rot(&self, id: PieceId) {
+        let mut rot = self.rot.lock().unwrap_or_else(|p| p.into_inner());
+        if rot.len() < MAX_ROT_KEPT {
+            rot.insert(id);
         }
     }
 
@@ -181,6 +208,14 @@ impl NodeService {
                 }
             }
             Request::Stats => Ok((Response::Stats(self.stats()), Vec::new())),
+            Request::ScrubReport { acknowledged } => {
+                let mut rot = self.rot.lock().unwrap_or_else(|p| p.into_inner());
+                for id in &acknowledged {
+                    rot.remove(id);
+                }
+                let corrupt = rot.iter().take(MAX_SCRUB_REPORT).copied().collect();
+                Ok((Response::ScrubReport { corrupt }, Vec::new()))
+            }
             Request::Ping { nonce } => Ok((Response::Pong { nonce }, Vec::new())),
         };
         result.unwrap_or_else(|error| (error, Vec::new()))

@@ -29,6 +29,8 @@ pub const MAX_HEADER_LEN: usize = 256 * 1024;
 pub const MAX_PAYLOAD_LEN: u64 = crate::store::MAX_PIECE_LEN;
 /// Most piece ids in one delete.
 pub const MAX_DELETE_BATCH: usize = 1024;
+/// Most piece ids in one scrub report (either way).
+pub const MAX_SCRUB_REPORT: usize = 1024;
 /// Most failure-domain labels a node may declare.
 pub const MAX_LABELS: usize = 16;
 /// Most listen addresses a node may announce.
@@ -93,6 +95,9 @@ pub enum Request {
     Stats,
     /// Liveness.
     Ping { nonce: u64 },
+    /// List pieces the node's scrub found corrupt, forgetting the `acknowledged` ones (which
+    /// the gateway took note of after the last report).
+    ScrubReport { acknowledged: Vec<PieceId> },
 }
 
 impl Request {
@@ -120,6 +125,9 @@ impl Request {
             Request::DeletePieces { ids } if ids.is_empty() || ids.len() > MAX_DELETE_BATCH => {
                 Err(invalid("ids", "a delete names 1 ..= 1024 pieces"))
             }
+            Request::ScrubReport { acknowledged } if acknowledged.len() > MAX_SCRUB_REPORT => {
+                Err(invalid("acknowledged", "at most 1024 pieces"))
+            }
             _ => Ok(()),
         }
     }
@@ -133,6 +141,7 @@ impl Request {
             Request::Challenge { .. } => "challenge",
             Request::Stats => "stats",
             Request::Ping { .. } => "ping",
+            Request::ScrubReport { .. } => "scrub-report",
         }
     }
 }
@@ -192,6 +201,10 @@ pub enum Response {
     Pong {
         nonce: u64,
     },
+    /// Pieces found corrupt by the node's scrub, not yet acknowledged (at most 1024).
+    ScrubReport {
+        corrupt: Vec<PieceId>,
+    },
     Error {
         kind: ErrorKind,
         message: String,
@@ -221,6 +234,9 @@ impl Response {
             }
             Response::Proof { signature, .. } if signature.len() > 128 => {
                 Err(invalid("signature", "longer than any ed25519 signature"))
+            }
+            Response::ScrubReport { corrupt } if corrupt.len() > MAX_SCRUB_REPORT => {
+                Err(invalid("corrupt", "at most 1024 pieces"))
             }
             Response::Error { message, .. } if message.len() > MAX_ERROR_TEXT => {
                 Err(invalid("message", "too long"))
@@ -458,6 +474,9 @@ mod tests {
             },
             Request::Stats,
             Request::Ping { nonce: 42 },
+            Request::ScrubReport {
+                acknowledged: vec![id; 2],
+            },
         ]
     }
 

@@ -77,6 +77,8 @@ pub struct Cluster {
     pub secret_key: String,
     /// The gateway's configuration (a restart reuses it, with the same node port).
     config: RawConfig,
+    /// Pause between scrub passes of nodes (re)started from now on.
+    pub scrub_interval: String,
     dir: tempfile::TempDir,
 }
 
@@ -120,6 +122,7 @@ impl Cluster {
             access_key: key.id,
             secret_key: key.secret,
             config: raw,
+            scrub_interval: "24h".into(),
             dir,
         };
         for _ in 0..nodes {
@@ -170,7 +173,7 @@ impl Cluster {
             labels: [("zone".to_string(), format!("z{}", i % 3))].into(),
             metrics_listen: "127.0.0.1:0".into(),
             scrub_rate: "16MiB".into(),
-            scrub_interval: "24h".into(),
+            scrub_interval: self.scrub_interval.clone(),
         };
         let config = raw.validate(&node.dir).unwrap();
         let keypair = storage_node::identity::load(&node.dir).unwrap();
@@ -196,6 +199,7 @@ impl Cluster {
             access_key,
             secret_key,
             config,
+            scrub_interval,
             dir,
         } = self;
         gateway.stop().await;
@@ -220,6 +224,7 @@ impl Cluster {
             access_key,
             secret_key,
             config,
+            scrub_interval,
             dir,
         }
     }

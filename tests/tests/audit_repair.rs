@@ -443,3 +443,47 @@ async fn repair_throughput_after_a_node_loss() {
     read_all(&cluster, "throughput", &keys, size).await;
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pieces_a_nodes_scrub_finds_corrupt_are_rebuilt_elsewhere() {
+    // No audits: only the node's own scrub can notice.
+    let mut cluster = Cluster::start(7, |raw| {
+        fast(raw);
+        raw.audit_interval = "1h".into();
+    })
+    .await;
+    let size = 200 << 10;
+    let keys = put_objects(&cluster, "scrubbed", 10, size).await;
+    let files = cluster.nodes[6].piece_files();
+    assert!(!files.is_empty());
+    for f in &files {
+        let mut bytes = std::fs::read(f).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x01;
+        std::fs::write(f, bytes).unwrap();
+    }
+    // Node 6 comes back scrubbing every 300 ms.
+    cluster.stop_node(6).await;
+    cluster.scrub_interval = "300ms".into();
+    cluster.start_node(6);
+    cluster.wait_online(7).await;
+    wait_for(
+        "the corrupt pieces rebuilt",
+        Duration::from_secs(60),
+        || {
+            cluster
+                .gateway
+                .repairer
+                .stats
+                .pieces_placed
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= files.len() as u64
+                && fully_redundant(&cluster, "scrubbed", &keys, &[])
+        },
+    )
+    .await;
+    // Node 6 was not penalized for reporting its own rot (no audits ran).
+    assert_ne!(state(&cluster, 6), NodeState::Disqualified);
+    read_all(&cluster, "scrubbed", &keys, size).await;
+    cluster.stop().await;
+}
