@@ -279,13 +279,10 @@ pub struct AuditSummary {
 
 async fn audits(State(s): State<AdminState>, Query(q): Query<AuditQuery>) -> Response {
     let limit = q.limit.unwrap_or(100).min(10_000);
-    let mut out = std::collections::VecDeque::new();
-    let scan = s.meta.audits(q.since.unwrap_or(0), |r| {
+    let mut out = Vec::new();
+    let scan = s.meta.audits_newest_first(q.since.unwrap_or(0), |r| {
         if q.matches(&r) {
-            if out.len() == limit {
-                out.pop_front();
-            }
-            out.push_back(AuditSummary {
+            out.push(AuditSummary {
                 time_ms: r.time_ms,
                 node: crate::nodes::peer_of(&r.node).map_or_else(String::new, |p| p.to_string()),
                 piece: r.challenge.piece_id().to_string(),
@@ -294,11 +291,12 @@ async fn audits(State(s): State<AdminState>, Query(q): Query<AuditQuery>) -> Res
                 detail: r.detail,
             });
         }
-        true
+        out.len() < limit
     });
     if let Err(e) = scan {
         return internal(e);
     }
+    out.reverse();
     Json(out).into_response()
 }
 

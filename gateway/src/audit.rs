@@ -36,6 +36,8 @@ pub struct AuditConfig {
     pub deadline: Duration,
     /// Chunks per challenge.
     pub chunks: usize,
+    /// Transcripts older than this are deleted.
+    pub retention: Duration,
 }
 
 /// Audits nodes and keeps their reputation.
@@ -101,6 +103,10 @@ impl Auditor {
             tokio::select! {
                 () = self.round() => {}
                 () = cancel.cancelled() => return,
+            }
+            let retention = u64::try_from(self.config.retention.as_millis()).unwrap_or(u64::MAX);
+            if let Err(e) = self.meta.prune_audits(now_ms().saturating_sub(retention)) {
+                tracing::warn!(error = %e, "pruning old audit transcripts failed");
             }
             let rest = self.config.interval.saturating_sub(started.elapsed());
             tokio::select! {
@@ -378,5 +384,37 @@ fn check_exported(line: &str) -> Result<Checked, String> {
             "recorded as {}, but the proof and signature verify",
             v.as_str()
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transcript_of_a_full_piece_is_a_few_kilobytes_and_round_trips_through_export() {
+        let piece: Vec<u8> = (0..1u32 << 20).map(|i| (i * 7 % 251) as u8).collect();
+        let id = chunker::PieceId::of(&piece);
+        let challenge = Challenge::random(id, piece.len() as u64, 4).unwrap();
+        let proof = chunker::proof::prove(&challenge, &piece).unwrap();
+        let keypair = libp2p::identity::Keypair::generate_ed25519();
+        let signature = keypair
+            .sign(&chunker::proof::transcript_hash(&challenge, &proof))
+            .unwrap();
+        let record = AuditRecord {
+            time_ms: 1,
+            node: crate::nodes::node_id(&keypair.public().to_peer_id()),
+            challenge,
+            proof: Some(proof),
+            signature,
+            verdict: Verdict::Pass,
+            detail: String::new(),
+        };
+        let stored = postcard::to_extend(&record, Vec::new()).unwrap().len();
+        // 4 × (1 KiB + 10 sibling hashes) plus challenge and signature: 5.5 KiB.
+        assert!((5000..6000).contains(&stored), "{stored} bytes");
+        let line = serde_json::to_string(&ExportedAudit::from_record(&record)).unwrap();
+        let report = verify_export(&line);
+        assert_eq!(report.passes_confirmed, 1, "{report:?}");
     }
 }

@@ -71,6 +71,8 @@ pub struct RawConfig {
     pub audit_deadline: String,
     /// Random 1 KiB chunks asked for per challenge.
     pub audit_chunks: usize,
+    /// Audit transcripts are kept this long (about 16 MB per node per day at the defaults).
+    pub audit_retention: String,
     /// Forgetting factor of the audit and online scores (memory ≈ 1 / (1 − λ) audits).
     pub reputation_lambda: f64,
     /// A node whose audit score falls below this is disqualified.
@@ -115,6 +117,7 @@ impl Default for RawConfig {
             audit_interval: "30s".into(),
             audit_deadline: "10s".into(),
             audit_chunks: 4,
+            audit_retention: "3d".into(),
             reputation_lambda: 0.99,
             disqualify_below: 0.96,
             suspend_below: 0.6,
@@ -273,6 +276,7 @@ impl RawConfig {
                 interval: duration("audit_interval", &self.audit_interval)?,
                 deadline: duration("audit_deadline", &self.audit_deadline)?,
                 chunks: self.audit_chunks,
+                retention: duration("audit_retention", &self.audit_retention)?,
             },
             policy: Policy {
                 lambda: self.reputation_lambda,

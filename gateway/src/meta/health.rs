@@ -253,13 +253,15 @@ impl Meta {
             .is_some())
     }
 
-    /// Every object with a piece on `node` (each once, in no particular order), calling
-    /// `visit(bucket, key)`.
+    /// Every object with a piece on `node`, in no particular order, calling
+    /// `visit(bucket, key)`. An object with many pieces there is visited once as a rule, but
+    /// may come up again (the set of objects already visited is bounded).
     pub fn objects_on(
         &self,
         node: &NodeId,
         mut visit: impl FnMut(&str, &str) -> Result<(), MetaError>,
     ) -> Result<(), MetaError> {
+        const REMEMBERED: usize = 4096;
         let prefix = node_prefix(node);
         let mut seen = std::collections::HashSet::new();
         let it = self.db.iterator_cf(
@@ -272,6 +274,9 @@ impl Meta {
                 break;
             }
             let held: HeldPiece = decode("held piece", &v)?;
+            if seen.len() >= REMEMBERED {
+                seen.clear();
+            }
             if seen.insert((held.bucket.clone(), held.key.clone())) {
                 visit(&held.bucket, &held.key)?;
             }
@@ -493,6 +498,33 @@ impl Meta {
             }
         }
         Ok(())
+    }
+
+    /// The newest audit transcripts back to `since_ms`, newest first, calling `visit` on each
+    /// until it returns `false`.
+    pub fn audits_newest_first(
+        &self,
+        since_ms: u64,
+        mut visit: impl FnMut(AuditRecord) -> bool,
+    ) -> Result<(), MetaError> {
+        for item in self.db.iterator_cf(self.cf(CF_AUDITS), IteratorMode::End) {
+            let (k, v) = item?;
+            let time = k
+                .get(..8)
+                .and_then(|t| t.try_into().ok())
+                .map_or(0, u64::from_be_bytes);
+            if time < since_ms || !visit(decode("audit", &v)?) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes audit transcripts older than `before_ms`.
+    pub fn prune_audits(&self, before_ms: u64) -> Result<(), MetaError> {
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(self.cf(CF_AUDITS), [0u8; 8], before_ms.to_be_bytes());
+        self.write(batch)
     }
 
     /// A node's reputation (`None` before its first audit).
