@@ -118,12 +118,17 @@ pub async fn run(opts: DevOptions, cancel: CancellationToken) -> anyhow::Result<
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while gateway.nodes.online().len() < opts.nodes {
         if tokio::time::Instant::now() > deadline || cancel.is_cancelled() {
+            let online = gateway.nodes.online().len();
             stop_nodes(&mut children).await;
             gateway.stop().await;
+            let logs: Vec<String> = children
+                .iter()
+                .map(|(_, dir)| log_tail(&dir.join("node.log"), 3))
+                .collect();
             bail!(
-                "only {} of {} nodes registered within 60 s (see node.log in their directories)",
-                gateway.nodes.online().len(),
-                opts.nodes
+                "only {online} of {} nodes registered within 60 s; the end of each node.log:\n{}",
+                opts.nodes,
+                logs.join("\n")
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -243,6 +248,14 @@ async fn start_nodes(
         children.push((child, dir));
     }
     Ok(())
+}
+
+/// The last `lines` lines of a log file, prefixed with its path.
+fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    let tail = &all[all.len().saturating_sub(lines)..];
+    format!("{}:\n  {}", path.display(), tail.join("\n  "))
 }
 
 /// SIGTERM to every node, then waits for them (killing any that take too long).

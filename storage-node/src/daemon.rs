@@ -124,6 +124,10 @@ pub async fn run_wrapped(
         ));
     }
 
+    let metrics =
+        crate::metrics::serve(config.metrics_listen, service.clone(), shutdown.clone()).await?;
+    tracing::info!(address = %metrics, "serving /metrics and /health");
+
     let scrub = tokio::spawn(crate::scrub::run(
         service.clone(),
         config.scrub_rate,

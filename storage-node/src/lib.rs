@@ -7,6 +7,7 @@
 //!   their framing on any byte stream. The gateway links this module.
 //! - [`net`]: the libp2p host (TCP, TLS or Noise, Yamux) owned by one task, with a handle.
 //! - [`node`]: the node side: serving authorized gateways, keeping registered with them.
+//! - [`metrics`]: `/metrics` (Prometheus) and `/health` on `metrics_listen`.
 //! - [`scrub`]: the background re-hash of every piece; rot is reported to the gateway.
 //! - [`daemon`]: `storage-node run`, the composition root.
 //! - [`client`]: the gateway side: pooled calls to nodes, accepting registrations.
@@ -17,6 +18,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod identity;
+pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod protocol;

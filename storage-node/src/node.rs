@@ -1,7 +1,7 @@
 //! The node side of the protocol: serve authorized gateways from the piece store, and keep
 //! registered with every configured gateway.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -39,6 +39,24 @@ pub struct Counters {
     pub scrub_corrupt: AtomicU64,
     /// When the last full scrub pass ended (ms since the epoch; 0: none since start).
     pub last_scrub_finished_ms: AtomicU64,
+    /// Piece bytes received in puts and sent in gets.
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    /// Requests by (kind, result); a handful of keys.
+    by_kind: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+}
+
+impl Counters {
+    fn record(&self, kind: &'static str, result: &'static str) {
+        let mut map = self.by_kind.lock().unwrap_or_else(|p| p.into_inner());
+        *map.entry((kind, result)).or_default() += 1;
+    }
+
+    /// Requests served since start by (kind, result), in order.
+    pub fn requests_by_kind(&self) -> Vec<((&'static str, &'static str), u64)> {
+        let map = self.by_kind.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter().map(|(k, v)| (*k, *v)).collect()
+    }
 }
 
 /// Corrupt pieces kept for the gateway until it acknowledges them (more are found again by the
@@ -151,6 +169,10 @@ impl NodeService {
     /// Answers one authorized request. Returns the response and its payload.
     pub async fn handle(&self, request: Request, payload: Vec<u8>) -> (Response, Vec<u8>) {
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let kind = request.kind();
+        self.counters
+            .bytes_in
+            .fetch_add(payload.len() as u64, Ordering::Relaxed);
         let result = match request {
             Request::PutPiece { id, .. } => {
                 self.blocking(move |s| s.put(id, &payload))
@@ -218,7 +240,16 @@ impl NodeService {
             }
             Request::Ping { nonce } => Ok((Response::Pong { nonce }, Vec::new())),
         };
-        result.unwrap_or_else(|error| (error, Vec::new()))
+        let (response, payload) = result.unwrap_or_else(|error| (error, Vec::new()));
+        let outcome = match &response {
+            Response::Error { kind, .. } => kind.as_str(),
+            _ => "ok",
+        };
+        self.counters.record(kind, outcome);
+        self.counters
+            .bytes_out
+            .fetch_add(payload.len() as u64, Ordering::Relaxed);
+        (response, payload)
     }
 
     /// Serves one stream until the peer closes it: a sequence of request/response exchanges.

@@ -165,6 +165,21 @@ pub enum ErrorKind {
     Internal,
 }
 
+impl ErrorKind {
+    /// A short name for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::CapacityFull => "capacity_full",
+            ErrorKind::Corrupt => "corrupt",
+            ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::BadRequest => "bad_request",
+            ErrorKind::UnsupportedVersion => "unsupported_version",
+            ErrorKind::Internal => "internal",
+        }
+    }
+}
+
 /// Usage figures a node reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStats {

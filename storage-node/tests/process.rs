@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -44,16 +45,39 @@ fn init(dir: &Path, gateway: &str) -> PeerId {
         .unwrap()
 }
 
-fn run(dir: &Path) -> Child {
+fn run(dir: &Path, metrics: SocketAddr) -> Child {
     Command::new(BIN)
         .args(["run", "--data-dir"])
         .arg(dir)
+        .args(["--metrics-listen", &metrics.to_string()])
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap()
+}
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// The body of a plain HTTP/1.1 GET.
+fn http_get(addr: SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response.split_once("\r\n\r\n").unwrap().1.to_string()
 }
 
 /// A gateway host that counts registrations per node.
@@ -94,7 +118,8 @@ async fn acknowledged_pieces_survive_kill_9_and_sigterm_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let node = init(dir.path(), &addr);
 
-    let mut child = run(dir.path());
+    let metrics = free_addr();
+    let mut child = run(dir.path(), metrics);
     wait_for(&host, &seen, node, 0).await;
     let client = NodeClient::new(host.clone());
     let mut held = Vec::new();
@@ -118,7 +143,7 @@ async fn acknowledged_pieces_survive_kill_9_and_sigterm_stops_cleanly() {
     host.wait_disconnected(&node).await;
 
     let registered = seen.lock().unwrap().iter().filter(|p| **p == node).count();
-    let mut child = run(dir.path());
+    let mut child = run(dir.path(), metrics);
     wait_for(&host, &seen, node, registered).await;
     for (id, data) in &held {
         let (resp, bytes) = client
@@ -142,6 +167,26 @@ async fn acknowledged_pieces_survive_kill_9_and_sigterm_stops_cleanly() {
         assert_eq!(&bytes, data);
     }
 
+    // An operator's view: /health and /metrics, including the scrub that ran at start.
+    assert!(http_get(metrics, "/health").ends_with("ok\n"));
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = http_get(metrics, "/metrics");
+        if text.contains("storage_node_scrubbed_pieces_total 6") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for line in [
+        "storage_node_pieces 6",
+        "storage_node_capacity_bytes 67108864",
+        "storage_node_requests_total{kind=\"get\",result=\"ok\"} 6",
+        "storage_node_scrubbed_pieces_total 6",
+        "storage_node_scrub_corrupt_total 0",
+    ] {
+        assert!(text.contains(line), "{line} missing from\n{text}");
+    }
+
     // SIGTERM: a clean exit, and the status command reads what the node left.
     let pid = child.id().to_string();
     assert!(Command::new("kill")
@@ -161,5 +206,9 @@ async fn acknowledged_pieces_survive_kill_9_and_sigterm_stops_cleanly() {
     assert!(out.status.success());
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["pieces"], 6);
+    assert!(
+        report["last_scrub_finished_ms"].as_u64().is_some(),
+        "{report}"
+    );
     assert_eq!(report["node_id"], node.to_string());
 }
