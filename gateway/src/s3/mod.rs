@@ -19,7 +19,7 @@ use chunker::manifest::ChecksumAlgorithm;
 use chunker::ObjectManifest;
 use futures::StreamExt;
 use s3s::dto::{self, ETag, StreamingBlob, Timestamp};
-use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
+use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, S3};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::digest::Digests;
@@ -98,6 +98,38 @@ fn key_or_empty(s: Option<String>) -> String {
 /// Continuation tokens are the hex of the key (or prefix) to resume after.
 fn encode_token(after: &str) -> String {
     crate::digest::hex(after.as_bytes())
+}
+
+/// The bytes of part `n` (1-based, in the order the parts make up the object) and their
+/// `Content-Range`, for a GET or HEAD with `partNumber`. An object uploaded in one piece has one
+/// part, the whole object (and no `Content-Range`).
+fn part_range(m: &ObjectManifest, n: i32) -> S3Result<(std::ops::Range<u64>, Option<String>)> {
+    let invalid = || {
+        let mut e = S3Error::with_message(
+            S3ErrorCode::Custom("InvalidPartNumber".into()),
+            "The requested partnumber is not satisfiable",
+        );
+        e.set_status_code(axum::http::StatusCode::RANGE_NOT_SATISFIABLE);
+        e
+    };
+    let index = usize::try_from(n).ok().and_then(|n| n.checked_sub(1));
+    if m.parts.is_empty() {
+        return match index {
+            Some(0) => Ok((0..m.size, None)),
+            _ => Err(invalid()),
+        };
+    }
+    let index = index.filter(|&i| i < m.parts.len()).ok_or_else(invalid)?;
+    let start: u64 = m.parts[..index].iter().map(|p| p.size).sum();
+    let end = start + m.parts[index].size;
+    let content_range = (end > start).then(|| format!("bytes {}-{}/{}", start, end - 1, m.size));
+    Ok((start..end, content_range))
+}
+
+/// `x-amz-mp-parts-count` for a read by part number of a multipart object.
+fn parts_count(m: &ObjectManifest, part_number: Option<i32>) -> Option<i32> {
+    (part_number.is_some() && !m.parts.is_empty())
+        .then(|| i32::try_from(m.parts.len()).unwrap_or(i32::MAX))
 }
 
 fn decode_token(token: &str) -> S3Result<String> {
@@ -340,15 +372,22 @@ impl S3 for S3Api {
             if_unmodified_since: &input.if_unmodified_since,
         }
         .check(&m)?;
-        let (range, content_range) = match &input.range {
-            Some(r) => {
+        let (range, content_range) = match (&input.range, input.part_number) {
+            (Some(_), Some(_)) => {
+                return Err(s3_error!(
+                    InvalidRequest,
+                    "Cannot specify both Range header and partNumber query parameter"
+                ))
+            }
+            (Some(r), None) => {
                 let range = r.check(m.size).map_err(|_| {
                     s3_error!(InvalidRange, "The requested range is not satisfiable")
                 })?;
                 let cr = format!("bytes {}-{}/{}", range.start, range.end - 1, m.size);
                 (range, Some(cr))
             }
-            None => (0..m.size, None),
+            (None, Some(n)) => part_range(&m, n)?,
+            (None, None) => (0..m.size, None),
         };
         let whole = range.start == 0 && range.end == m.size;
         let length = range.end - range.start;
@@ -391,6 +430,7 @@ impl S3 for S3Api {
             content_language: input.response_content_language,
             expires: input.response_expires,
             metadata: user_metadata(&m),
+            parts_count: parts_count(&m, input.part_number),
             checksum_crc32: sums.crc32,
             checksum_crc32c: sums.crc32c,
             checksum_crc64nvme: sums.crc64nvme,
@@ -413,13 +453,19 @@ impl S3 for S3Api {
             if_unmodified_since: &input.if_unmodified_since,
         }
         .check(&m)?;
-        let sums = if input.checksum_mode.is_some() {
+        let (range, content_range) = match input.part_number {
+            Some(n) => part_range(&m, n)?,
+            None => (0..m.size, None),
+        };
+        let sums = if input.checksum_mode.is_some() && content_range.is_none() {
             checksum_fields(&m.checksums, m.parts.len())
         } else {
             ChecksumFields::default()
         };
         Ok(S3Response::new(dto::HeadObjectOutput {
-            content_length: Some(m.size as i64),
+            content_length: Some((range.end - range.start) as i64),
+            content_range,
+            parts_count: parts_count(&m, input.part_number),
             accept_ranges: Some("bytes".into()),
             e_tag: Some(ETag::Strong(m.etag.clone())),
             last_modified: Some(timestamp(m.created_ms)),
