@@ -59,6 +59,7 @@ pub async fn serve(
 pub fn render(service: &NodeService) -> String {
     let stats = service.stats();
     let c = &service.counters;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
         let _ = writeln!(out, "# HELP storage_node_{name} {help}");
@@ -67,26 +68,78 @@ pub fn render(service: &NodeService) -> String {
             let _ = writeln!(out, "storage_node_{name}{labels} {value}");
         }
     };
-    let one = |v: u64| [(String::new(), v)];
-    metric("pieces", "gauge", "Pieces held.", &one(stats.pieces));
-    metric(
-        "used_bytes",
-        "gauge",
-        "Bytes of pieces held.",
-        &one(stats.used_bytes),
-    );
-    metric(
-        "capacity_bytes",
-        "gauge",
-        "Configured capacity.",
-        &one(stats.capacity_bytes),
-    );
-    metric(
-        "disk_free_bytes",
-        "gauge",
-        "Bytes the node can still take (capacity and disk).",
-        &one(stats.disk_free_bytes),
-    );
+    let single: [(&str, &str, &str, u64); 12] = [
+        ("pieces", "gauge", "Pieces held.", stats.pieces),
+        (
+            "used_bytes",
+            "gauge",
+            "Bytes of pieces held.",
+            stats.used_bytes,
+        ),
+        (
+            "capacity_bytes",
+            "gauge",
+            "Configured capacity.",
+            stats.capacity_bytes,
+        ),
+        (
+            "disk_free_bytes",
+            "gauge",
+            "Bytes the node can still take (capacity and disk).",
+            stats.disk_free_bytes,
+        ),
+        (
+            "refused_unauthorized_total",
+            "counter",
+            "Streams from peers that are not configured gateways.",
+            load(&c.refused_unauthorized),
+        ),
+        (
+            "piece_bytes_received_total",
+            "counter",
+            "Piece bytes received in puts.",
+            load(&c.bytes_in),
+        ),
+        (
+            "piece_bytes_sent_total",
+            "counter",
+            "Piece bytes sent in gets.",
+            load(&c.bytes_out),
+        ),
+        (
+            "audits_answered_total",
+            "counter",
+            "Challenges answered with a proof.",
+            load(&c.audits_answered),
+        ),
+        (
+            "audits_failed_total",
+            "counter",
+            "Challenges that could not be answered (missing or corrupt piece).",
+            load(&c.audits_failed),
+        ),
+        (
+            "scrubbed_pieces_total",
+            "counter",
+            "Pieces re-hashed by the scrub.",
+            load(&c.scrubbed),
+        ),
+        (
+            "scrub_corrupt_total",
+            "counter",
+            "Corrupt pieces the scrub found.",
+            load(&c.scrub_corrupt),
+        ),
+        (
+            "last_scrub_finished_seconds",
+            "gauge",
+            "When the last full scrub pass ended (Unix time; 0: none since start).",
+            load(&c.last_scrub_finished_ms) / 1000,
+        ),
+    ];
+    for (name, kind, help, value) in single {
+        metric(name, kind, help, &[(String::new(), value)]);
+    }
     let by_kind: Vec<(String, u64)> = c
         .requests_by_kind()
         .into_iter()
@@ -97,54 +150,6 @@ pub fn render(service: &NodeService) -> String {
         "counter",
         "Requests from gateways by kind and result.",
         &by_kind,
-    );
-    metric(
-        "refused_unauthorized_total",
-        "counter",
-        "Streams from peers that are not configured gateways.",
-        &one(c.refused_unauthorized.load(Ordering::Relaxed)),
-    );
-    metric(
-        "piece_bytes_received_total",
-        "counter",
-        "Piece bytes received in puts.",
-        &one(c.bytes_in.load(Ordering::Relaxed)),
-    );
-    metric(
-        "piece_bytes_sent_total",
-        "counter",
-        "Piece bytes sent in gets.",
-        &one(c.bytes_out.load(Ordering::Relaxed)),
-    );
-    metric(
-        "audits_answered_total",
-        "counter",
-        "Challenges answered with a proof.",
-        &one(c.audits_answered.load(Ordering::Relaxed)),
-    );
-    metric(
-        "audits_failed_total",
-        "counter",
-        "Challenges that could not be answered (missing or corrupt piece).",
-        &one(c.audits_failed.load(Ordering::Relaxed)),
-    );
-    metric(
-        "scrubbed_pieces_total",
-        "counter",
-        "Pieces re-hashed by the scrub.",
-        &one(c.scrubbed.load(Ordering::Relaxed)),
-    );
-    metric(
-        "scrub_corrupt_total",
-        "counter",
-        "Corrupt pieces the scrub found.",
-        &one(c.scrub_corrupt.load(Ordering::Relaxed)),
-    );
-    metric(
-        "last_scrub_finished_seconds",
-        "gauge",
-        "When the last full scrub pass ended (Unix time; 0: none since start).",
-        &one(c.last_scrub_finished_ms.load(Ordering::Relaxed) / 1000),
     );
     out
 }
