@@ -1,6 +1,7 @@
 //! The admin endpoint (on `admin_listen`): `/health` for load balancers and, behind a bearer
 //! token, the JSON admin API that `gateway status` and `gateway audit export` read:
 //!
+//! - `GET /metrics` (no token): Prometheus text, see [`crate::metrics`].
 //! - `GET /admin/v1/status`: nodes, capacity, queues (the summary).
 //! - `GET /admin/v1/nodes`: every node with its state, reason, scores and audit counts.
 //! - `GET /admin/v1/audits?node=ID&verdict=fail&since=MS&limit=N`: recent audits, newest last.
@@ -11,6 +12,7 @@
 //!
 //! The token lives in `<data_dir>/admin.token` (owner-only), created on first start.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -102,6 +104,8 @@ pub struct AdminState {
     pub meta: Arc<Meta>,
     pub health: Arc<Health>,
     pub repairer: Arc<Repairer>,
+    pub auditor: Arc<crate::audit::Auditor>,
+    pub s3_metrics: Arc<crate::metrics::S3Metrics>,
     pub token: Arc<str>,
     pub segment_width: usize,
 }
@@ -121,6 +125,7 @@ pub fn router(state: AdminState) -> Router {
         ));
     Router::new()
         .route("/health", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
         .merge(api)
         .with_state(state)
 }
@@ -212,6 +217,105 @@ async fn status(State(s): State<AdminState>) -> Response {
         nodes,
     })
     .into_response()
+}
+
+/// `GET /metrics`: Prometheus text (see [`crate::metrics`]).
+async fn metrics(State(s): State<AdminState>) -> Response {
+    use crate::metrics::Text;
+    let mut t = Text::default();
+    s.s3_metrics.render(&mut t);
+    t.family("nodes", "gauge", "Known nodes by state and whether online.");
+    let mut by_state: BTreeMap<(&str, bool), u64> = BTreeMap::new();
+    for n in s.nodes.all() {
+        *by_state.entry((n.state.as_str(), n.online)).or_default() += 1;
+    }
+    for ((state, online), n) in by_state {
+        t.sample(
+            "nodes",
+            &format!("{{state=\"{state}\",online=\"{online}\"}}"),
+            n as f64,
+        );
+    }
+    let queues = (|| {
+        let gc: u64 = s.meta.gc_nodes()?.iter().map(|(_, n)| n).sum();
+        anyhow::Ok((s.meta.repair_depth()?, s.meta.bad_count()?, gc))
+    })();
+    let (repair_queue, bad, gc) = match queues {
+        Ok(q) => q,
+        Err(e) => return internal(e),
+    };
+    for (name, help, value) in [
+        (
+            "repair_queue_objects",
+            "Objects waiting for repair.",
+            repair_queue,
+        ),
+        (
+            "bad_pieces",
+            "Pieces known lost or corrupt, not yet replaced.",
+            bad,
+        ),
+        (
+            "delete_queue_pieces",
+            "Pieces waiting to be deleted from nodes.",
+            gc,
+        ),
+    ] {
+        t.single(name, "gauge", help, value as f64);
+    }
+    t.family("audits_total", "counter", "Audits since start by verdict.");
+    for (verdict, n) in s.auditor.counts.by_verdict() {
+        t.sample(
+            "audits_total",
+            &format!("{{verdict=\"{}\"}}", verdict.as_str()),
+            n as f64,
+        );
+    }
+    let r = &s.repairer.stats;
+    let load =
+        |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed) as f64;
+    for (name, help, value) in [
+        (
+            "repaired_objects_total",
+            "Objects repaired since start.",
+            load(&r.objects_repaired),
+        ),
+        (
+            "repaired_segments_total",
+            "Segments repaired since start.",
+            load(&r.segments_repaired),
+        ),
+        (
+            "repair_pieces_placed_total",
+            "Rebuilt pieces placed on nodes.",
+            load(&r.pieces_placed),
+        ),
+        (
+            "repair_fetched_bytes_total",
+            "Piece bytes fetched to rebuild.",
+            load(&r.bytes_fetched),
+        ),
+        (
+            "repair_placed_bytes_total",
+            "Rebuilt piece bytes placed.",
+            load(&r.bytes_placed),
+        ),
+        (
+            "repair_unrepairable_total",
+            "Segment repairs put off: too few verified pieces.",
+            load(&r.unrepairable),
+        ),
+    ] {
+        t.single(name, "counter", help, value);
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        t.0,
+    )
+        .into_response()
 }
 
 async fn nodes(State(s): State<AdminState>) -> Response {

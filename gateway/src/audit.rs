@@ -8,6 +8,7 @@
 //! transcript with nothing but its node id. The transcript and the node's updated reputation are
 //! stored in one write; a failed piece is marked bad and its object queued for repair.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,8 +41,41 @@ pub struct AuditConfig {
     pub retention: Duration,
 }
 
+/// Audits run since start, by verdict.
+#[derive(Debug, Default)]
+pub struct AuditCounts {
+    pub pass: AtomicU64,
+    pub fail: AtomicU64,
+    pub timeout: AtomicU64,
+    pub offline: AtomicU64,
+}
+
+impl AuditCounts {
+    fn count(&self, verdict: Verdict) {
+        let counter = match verdict {
+            Verdict::Pass => &self.pass,
+            Verdict::Fail => &self.fail,
+            Verdict::Timeout => &self.timeout,
+            Verdict::Offline => &self.offline,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Each verdict with its count.
+    pub fn by_verdict(&self) -> [(Verdict, u64); 4] {
+        [
+            (Verdict::Pass, self.pass.load(Ordering::Relaxed)),
+            (Verdict::Fail, self.fail.load(Ordering::Relaxed)),
+            (Verdict::Timeout, self.timeout.load(Ordering::Relaxed)),
+            (Verdict::Offline, self.offline.load(Ordering::Relaxed)),
+        ]
+    }
+}
+
 /// Audits nodes and keeps their reputation.
 pub struct Auditor {
+    /// Audits since start, by verdict.
+    pub counts: AuditCounts,
     meta: Arc<Meta>,
     nodes: Arc<Nodes>,
     net: Arc<dyn PieceNet>,
@@ -87,6 +121,7 @@ impl Auditor {
         policy: Policy,
     ) -> Self {
         Auditor {
+            counts: AuditCounts::default(),
             meta,
             nodes,
             net,
@@ -175,6 +210,7 @@ impl Auditor {
             detail: answer.detail,
         };
         self.meta.record_audit(&record, &reputation)?;
+        self.counts.count(record.verdict);
         if record.verdict == Verdict::Fail {
             tracing::warn!(peer = %node.peer, piece = %held.piece, detail = %record.detail, "audit failed");
             self.health

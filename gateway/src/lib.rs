@@ -10,7 +10,8 @@
 //! - [`gc`]: the worker that deletes pieces nothing references any more.
 //! - [`audit`], [`reputation`], [`repair`]: challenges and verdicts, node scores and states, and
 //!   the rebuilding of what is lost (see `docs/audits.md`).
-//! - [`admin`]: `/health` and the token-protected admin API (`gateway status` reads it).
+//! - [`admin`]: `/health`, `/metrics` ([`metrics`]) and the token-protected admin API
+//!   (`gateway status` reads it).
 //! - [`server`]: the composition root; [`dev`]: a whole local network in one command.
 //! - [`config`], [`secrets`], [`keys`]: configuration, the master key and identity, access keys.
 
@@ -22,6 +23,7 @@ pub mod digest;
 pub mod gc;
 pub mod keys;
 pub mod meta;
+pub mod metrics;
 pub mod nodes;
 pub mod objects;
 pub mod pieces;

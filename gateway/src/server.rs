@@ -188,7 +188,13 @@ impl Gateway {
             .await
             .with_context(|| format!("listen for S3 clients on {}", config.s3_listen))?;
         let s3_addr = s3_listener.local_addr()?;
-        let app = Router::new().fallback_service(s3);
+        let s3_metrics = Arc::new(crate::metrics::S3Metrics::default());
+        let app = Router::new()
+            .fallback_service(s3)
+            .layer(axum::middleware::from_fn_with_state(
+                s3_metrics.clone(),
+                crate::metrics::track,
+            ));
         let shutdown = cancel.clone();
         tasks.spawn(async move {
             let serve = axum::serve(s3_listener, app)
@@ -208,6 +214,8 @@ impl Gateway {
             meta: meta.clone(),
             health: health.clone(),
             repairer: repairer.clone(),
+            auditor: auditor.clone(),
+            s3_metrics,
             token: admin_token.clone().into(),
             segment_width: config.params.total(),
         });

@@ -330,6 +330,30 @@ async fn admin_api_shows_it(cluster: &Cluster) {
     assert!(missing.is_err());
     let unauthorized = gateway::admin::fetch(g.admin_addr, "wrong", "/admin/v1/nodes").await;
     assert!(unauthorized.unwrap_err().to_string().contains("401"));
+
+    // Prometheus metrics need no token.
+    let text = gateway::admin::fetch(g.admin_addr, "", "/metrics")
+        .await
+        .unwrap();
+    for expected in [
+        "gateway_s3_requests_total{operation=\"PutObject\",status=\"200\"} 20\n",
+        "gateway_s3_request_duration_seconds_count{operation=\"PutObject\"} 20\n",
+        "gateway_s3_requests_total{operation=\"GetObject\",status=\"200\"}",
+        "gateway_nodes{state=\"disqualified\",online=\"false\"}",
+        "gateway_nodes{state=\"active\",online=\"true\"}",
+        "gateway_audits_total{verdict=\"fail\"}",
+        "gateway_repair_pieces_placed_total",
+        "gateway_repair_queue_objects",
+    ] {
+        assert!(text.contains(expected), "{expected} missing from\n{text}");
+    }
+    let received: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("gateway_s3_received_bytes_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(received >= (20 * 200 * 1024) as f64, "{received}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
