@@ -65,6 +65,8 @@ pub struct Nodes {
     host: HostHandle,
     heartbeat: Duration,
     allowed: Vec<PeerId>,
+    /// The state of a node seen for the first time (vetting, unless vetting is off).
+    first_state: NodeState,
 }
 
 impl std::fmt::Debug for Nodes {
@@ -89,19 +91,18 @@ pub fn peer_of(node: &NodeId) -> Option<PeerId> {
 
 impl Nodes {
     /// The registry, loaded with the nodes remembered in `meta` (all offline until they
-    /// register again).
+    /// register again). New nodes start in `first_state`.
     pub fn load(
         meta: Arc<Meta>,
         host: HostHandle,
         heartbeat: Duration,
         allowed: Vec<PeerId>,
+        first_state: NodeState,
     ) -> anyhow::Result<Self> {
         let mut entries = HashMap::new();
         for (id, record) in meta.nodes()? {
             if let Some(peer) = peer_of(&id) {
-                let state = meta
-                    .reputation(&id)?
-                    .map_or(NodeState::Vetting, |r| r.state);
+                let state = meta.reputation(&id)?.map_or(first_state, |r| r.state);
                 entries.insert(
                     peer,
                     Entry {
@@ -120,6 +121,7 @@ impl Nodes {
             host,
             heartbeat,
             allowed,
+            first_state,
         })
     }
 
@@ -138,7 +140,7 @@ impl Nodes {
                 registration: registration.clone(),
                 last_seen: None,
                 first_seen_ms: now,
-                state: NodeState::Vetting,
+                state: self.first_state,
             });
             if entry.state == NodeState::Disqualified {
                 return RegistrationReply::Refused {
@@ -225,10 +227,10 @@ impl Nodes {
         }
     }
 
-    /// A node's state (a node never seen is in vetting).
+    /// A node's state (a node never seen is in its first state).
     pub fn state(&self, peer: &PeerId) -> NodeState {
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
-        entries.get(peer).map_or(NodeState::Vetting, |e| e.state)
+        entries.get(peer).map_or(self.first_state, |e| e.state)
     }
 
     /// Sets a node's state (decided by its reputation). A disqualified node is disconnected

@@ -99,6 +99,7 @@ impl Gateway {
             host.clone(),
             config.heartbeat,
             config.allowed_nodes.clone(),
+            crate::reputation::NodeReputation::new(&config.policy, 0).state,
         )?);
         let net: Arc<dyn PieceNet> = Arc::new(Libp2pPieces::new(
             NodeClient::new(host.clone()),
