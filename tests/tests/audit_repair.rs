@@ -95,13 +95,16 @@ fn fully_redundant(cluster: &Cluster, bucket: &str, keys: &[String], gone: &[usi
     })
 }
 
+/// Node `i`'s reputation (a node not audited yet has a fresh one).
 fn reputation(cluster: &Cluster, i: usize) -> gateway::reputation::NodeReputation {
     cluster
         .gateway
         .meta
         .reputation(&node_id(&cluster.nodes[i].peer))
         .unwrap()
-        .unwrap_or_else(|| panic!("node {i} was never audited"))
+        .unwrap_or_else(|| {
+            gateway::reputation::NodeReputation::new(&gateway::reputation::Policy::default(), 0)
+        })
 }
 
 fn state(cluster: &Cluster, i: usize) -> NodeState {
@@ -365,20 +368,33 @@ async fn a_lost_node_is_repaired_and_repair_resumes_after_a_gateway_restart() {
         raw.repair_rate = "1MiB".into();
     })
     .await;
+    // Objects until node 0 holds pieces of 100 of them.
     let size = 100 << 10;
-    let keys = put_objects(&cluster, "restart", 100, size).await;
-    let on_node_0 = keys
-        .iter()
-        .filter(|k| {
-            let m = cluster.gateway.meta.object("restart", k).unwrap().unwrap();
-            let id = node_id(&cluster.nodes[0].peer);
-            matches!(&m.body, Body::Segments(s) if s.iter().any(|s| s.pieces.iter().any(|p| p.node.as_ref() == Some(&id))))
-        })
-        .count();
-    assert!(
-        on_node_0 >= 20,
-        "node 0 holds pieces of {on_node_0} objects"
-    );
+    let s3 = cluster.client();
+    s3.create_bucket().bucket("restart").send().await.unwrap();
+    let node_0 = node_id(&cluster.nodes[0].peer);
+    let (mut keys, mut on_node_0) = (Vec::new(), 0);
+    while on_node_0 < 100 {
+        let key = format!("obj-{:03}", keys.len());
+        s3.put_object()
+            .bucket("restart")
+            .key(&key)
+            .body(ByteStream::from(test_bytes(size, keys.len() as u64)))
+            .send()
+            .await
+            .unwrap();
+        let m = cluster
+            .gateway
+            .meta
+            .object("restart", &key)
+            .unwrap()
+            .unwrap();
+        if matches!(&m.body, Body::Segments(segs) if segs.iter().any(|s| s.pieces.iter().any(|p| p.node.as_ref() == Some(&node_0))))
+        {
+            on_node_0 += 1;
+        }
+        keys.push(key);
+    }
 
     cluster.stop_node(0).await;
     let started = Instant::now();
