@@ -29,12 +29,17 @@ pub struct NodeView {
     pub state: NodeState,
 }
 
+/// The failure domain placement spreads over: the `region`, `zone` and `operator` labels.
+fn domain_of(registration: &Registration) -> String {
+    let l = &registration.labels;
+    let get = |k: &str| l.get(k).map(String::as_str).unwrap_or("");
+    format!("{}/{}/{}", get("region"), get("zone"), get("operator"))
+}
+
 impl NodeView {
     /// The failure domain placement spreads over: the `region`, `zone` and `operator` labels.
     pub fn domain(&self) -> String {
-        let l = &self.registration.labels;
-        let get = |k: &str| l.get(k).map(String::as_str).unwrap_or("");
-        format!("{}/{}/{}", get("region"), get("zone"), get("operator"))
+        domain_of(&self.registration)
     }
 
     /// Bytes it can still take: the smaller of its unused capacity and its disk's free space.
@@ -225,6 +230,12 @@ impl Nodes {
             Some(e) => Some(e.last_seen.unwrap_or(self.loaded).elapsed()),
             None => Some(self.loaded.elapsed()),
         }
+    }
+
+    /// A known node's failure domain.
+    pub fn domain(&self, peer: &PeerId) -> Option<String> {
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        entries.get(peer).map(|e| domain_of(&e.registration))
     }
 
     /// A node's state (a node never seen is in its first state).

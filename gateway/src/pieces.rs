@@ -4,10 +4,14 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use chunker::{Challenge, PieceId, Proof};
+use chunker::{Challenge, PieceId, Proof, SegmentRecord};
 use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
 use libp2p::PeerId;
 use storage_node::client::{ClientError, NodeClient};
+
+use crate::nodes::peer_of;
 use storage_node::protocol::{ByteRange, ErrorKind, Request, Response};
 
 /// Why a piece operation failed, as the data path needs to act on it.
@@ -241,4 +245,80 @@ impl PieceNet for Libp2pPieces {
             }
         })
     }
+}
+
+/// Whole pieces of a segment, fetched until `k` verify against their ids.
+#[derive(Debug)]
+pub struct Gathered {
+    /// `pieces[i]`: piece `i`, if it was fetched and verified.
+    pub pieces: Vec<Option<Vec<u8>>>,
+    /// How many there are.
+    pub good: usize,
+    /// What went wrong with the others, for error messages.
+    pub problems: Vec<String>,
+    /// Pieces whose node lacks them or holds them damaged (not merely unreachable): index and
+    /// why. The caller reports them for repair.
+    pub damaged: Vec<(usize, String)>,
+}
+
+/// Fetches whole pieces of `seg` in `order` (starting `width` at once, at least `k`, one more
+/// for each that fails) until `k` of them match their ids, or `order` runs out.
+pub async fn gather_verified(
+    net: &dyn PieceNet,
+    seg: &SegmentRecord,
+    order: Vec<usize>,
+    width: usize,
+) -> Gathered {
+    let k = seg.params.k();
+    let mut order = order.into_iter();
+    let mut out = Gathered {
+        pieces: vec![None; seg.pieces.len()],
+        good: 0,
+        problems: Vec::new(),
+        damaged: Vec::new(),
+    };
+    let fetch = |i: usize| {
+        let loc = &seg.pieces[i];
+        async move {
+            let Some(peer) = loc.node.as_ref().and_then(peer_of) else {
+                return (i, Err(("no node holds it".to_string(), false)));
+            };
+            let checked = match net.get(peer, loc.id, None).await {
+                Ok(bytes) => loc.id.verify(&bytes).map(|()| bytes).map_err(|_| {
+                    tracing::warn!(piece = %loc.id, node = %peer, "node sent a corrupt piece");
+                    (
+                        format!("node {peer} sent a copy that does not match its id"),
+                        true,
+                    )
+                }),
+                Err(e @ (PieceError::NotFound { .. } | PieceError::Corrupt { .. })) => {
+                    Err((e.to_string(), true))
+                }
+                Err(e) => Err((e.to_string(), false)),
+            };
+            (i, checked)
+        }
+    };
+    let mut inflight: FuturesUnordered<_> = order.by_ref().take(width.max(k)).map(fetch).collect();
+    while let Some((i, result)) = inflight.next().await {
+        match result {
+            Ok(bytes) => {
+                out.pieces[i] = Some(bytes);
+                out.good += 1;
+                if out.good == k {
+                    break;
+                }
+            }
+            Err((reason, damaged)) => {
+                out.problems.push(format!("piece {i}: {reason}"));
+                if damaged {
+                    out.damaged.push((i, reason));
+                }
+                if let Some(next) = order.next() {
+                    inflight.push(fetch(next));
+                }
+            }
+        }
+    }
+    out
 }

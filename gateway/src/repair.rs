@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chunker::manifest::{Body, NodeId, PieceLocation, SegmentRecord};
 use chunker::{DataKey, MasterKey, ObjectManifest, PieceId, SegmentDecoder};
-use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use libp2p::PeerId;
 use serde::Serialize;
@@ -31,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::meta::{Meta, PieceRef, RepairEntry};
 use crate::nodes::{node_id, peer_of, Nodes};
-use crate::pieces::{PieceError, PieceNet};
+use crate::pieces::{gather_verified, PieceNet};
 use crate::placement;
 use crate::reputation::NodeState;
 
@@ -481,85 +480,41 @@ impl Repairer {
         if healthy.iter().all(|&h| h) {
             return Ok(()); // healthy again (a node came back)
         }
-        // Fetch whole pieces from healthy, online holders until k verify.
+        // Whole pieces from healthy holders, online ones first, until k verify.
         let mut order: Vec<usize> = (0..seg.pieces.len()).filter(|&i| healthy[i]).collect();
         order.sort_by_key(|&i| self.nodes.online_holder(&seg.pieces[i]).is_none());
-        let mut order = order.into_iter();
-        let mut have: Vec<Option<Vec<u8>>> = vec![None; seg.pieces.len()];
-        let mut good = 0;
-        let mut problems = Vec::new();
-        let mut lost = Vec::new();
-        let fetch = |i: usize| {
-            let loc = seg.pieces[i].clone();
-            async move {
-                let Some(peer) = loc.node.as_ref().and_then(peer_of) else {
-                    return (i, Err(None));
-                };
-                let result = match self.net.get(peer, loc.id, None).await {
-                    Ok(bytes) => match loc.id.verify(&bytes) {
-                        Ok(()) => Ok(bytes),
-                        Err(_) => Err(Some(format!("node {peer} sent a corrupt copy"))),
-                    },
-                    Err(e @ (PieceError::NotFound { .. } | PieceError::Corrupt { .. })) => {
-                        Err(Some(e.to_string()))
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "repair fetch failed");
-                        Err(None)
-                    }
-                };
-                (i, result)
-            }
-        };
-        let mut inflight: FuturesUnordered<_> = order.by_ref().take(k).map(fetch).collect();
-        while let Some((i, result)) = inflight.next().await {
-            match result {
-                Ok(bytes) => {
-                    self.spend(bytes.len() as u64).await;
-                    self.stats
-                        .bytes_fetched
-                        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                    have[i] = Some(bytes);
-                    good += 1;
-                    if good == k {
-                        break;
-                    }
-                }
-                Err(reason) => {
-                    if let Some(reason) = reason {
-                        lost.push((i, reason.clone()));
-                        problems.push(format!("piece {i}: {reason}"));
-                    } else {
-                        problems.push(format!("piece {i}: unreachable"));
-                    }
-                    if let Some(next) = order.next() {
-                        inflight.push(fetch(next));
-                    }
-                }
-            }
-        }
-        drop(inflight);
-        // Pieces found missing or corrupt on the way are bad too: record it, rebuild them now.
+        let gathered = gather_verified(self.net.as_ref(), seg, order, k).await;
+        let fetched: u64 = gathered
+            .pieces
+            .iter()
+            .flatten()
+            .map(|p| p.len() as u64)
+            .sum();
+        self.spend(fetched).await;
+        self.stats
+            .bytes_fetched
+            .fetch_add(fetched, Ordering::Relaxed);
+        // Pieces found missing or damaged on the way are bad too: rebuild them now as well.
         let mut healthy = healthy;
-        for (i, reason) in &lost {
+        for (i, reason) in &gathered.damaged {
             healthy[*i] = false;
             if let Some(node) = &seg.pieces[*i].node {
                 let piece = PieceRef {
                     node: node.clone(),
                     piece: seg.pieces[*i].id,
                 };
-                self.meta
-                    .mark_bad(&piece, reason)
-                    .map_err(anyhow::Error::from)?;
+                self.health
+                    .report_bad(&piece, &format!("repair: {reason}"))?;
             }
         }
-        if good < k {
+        if gathered.good < k {
             return Err(SegmentError::TooFew {
-                good,
+                good: gathered.good,
                 k,
-                problems: problems.join("; "),
+                problems: gathered.problems.join("; "),
             });
         }
+        let have = gathered.pieces;
         let decoder = SegmentDecoder::new(seg.params, key.clone());
         let record = seg.clone();
         let rebuilt = tokio::task::spawn_blocking(move || {
@@ -584,11 +539,10 @@ impl Repairer {
             .into_iter()
             .filter(|c| !occupied.contains(&node_id(&c.node.peer)))
             .collect();
-        let views = self.nodes.all();
         let taken: Vec<String> = (0..seg.pieces.len())
             .filter(|&i| healthy[i])
             .filter_map(|i| seg.pieces[i].node.as_ref().and_then(peer_of))
-            .filter_map(|peer| views.iter().find(|v| v.peer == peer).map(|v| v.domain()))
+            .filter_map(|peer| self.nodes.domain(&peer))
             .collect();
         let ranked: Vec<PeerId> = placement::rank_around(
             &candidates,

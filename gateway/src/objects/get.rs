@@ -15,13 +15,13 @@ use bytes::Bytes;
 use chunker::decoder::RangePlan;
 use chunker::manifest::{Body, PieceLocation, SegmentSpan};
 use chunker::{Coder, DataKey, ObjectManifest, SegmentDecoder, SegmentRecord};
-use futures::stream::{self, BoxStream, FuturesUnordered};
+use futures::stream::{self, BoxStream};
 use futures::StreamExt;
 
 use super::{ObjectError, ObjectService};
 use crate::meta::PieceRef;
 use crate::nodes::{peer_of, Nodes};
-use crate::pieces::{PieceError, PieceNet};
+use crate::pieces::{gather_verified, PieceNet};
 
 /// Segments fetched ahead of the one being sent.
 const PREFETCH: usize = 1;
@@ -174,62 +174,21 @@ impl SegmentReader {
         // Online nodes first, data pieces before parity within each group.
         let mut order: Vec<usize> = (0..seg.pieces.len()).collect();
         order.sort_by_key(|&i| (self.nodes.online_holder(&seg.pieces[i]).is_none(), i));
-        let mut order = order.into_iter();
-        let mut pieces: Vec<Option<Vec<u8>>> = vec![None; seg.pieces.len()];
-        let mut good = 0usize;
-        let mut problems = Vec::new();
-        let mut inflight = FuturesUnordered::new();
-        let fetch = |i: usize| {
-            let loc = &seg.pieces[i];
-            async move {
-                let Some(peer) = loc.node.as_ref().and_then(peer_of) else {
-                    return (i, Err("no node holds it".to_string()));
-                };
-                let checked = match self.net.get(peer, loc.id, None).await {
-                    Ok(bytes) => loc.id.verify(&bytes).map(|()| bytes).map_err(|e| {
-                        tracing::warn!(piece = %loc.id, node = %peer, "node sent a corrupt piece");
-                        self.report_bad(loc, "a read got a copy that does not match its id");
-                        e.to_string()
-                    }),
-                    Err(e @ (PieceError::NotFound { .. } | PieceError::Corrupt { .. })) => {
-                        self.report_bad(loc, &format!("read: {e}"));
-                        Err(e.to_string())
-                    }
-                    Err(e) => Err(e.to_string()),
-                };
-                (i, checked)
-            }
-        };
-        for i in order.by_ref().take(width.max(k)) {
-            inflight.push(fetch(i));
+        let gathered = gather_verified(self.net.as_ref(), seg, order, width).await;
+        for (i, reason) in &gathered.damaged {
+            self.report_bad(&seg.pieces[*i], &format!("read: {reason}"));
         }
-        while let Some((i, result)) = inflight.next().await {
-            match result {
-                Ok(bytes) => {
-                    pieces[i] = Some(bytes);
-                    good += 1;
-                    if good == k {
-                        break;
-                    }
-                }
-                Err(reason) => {
-                    problems.push(format!("piece {i}: {reason}"));
-                    if let Some(next) = order.next() {
-                        inflight.push(fetch(next));
-                    }
-                }
-            }
-        }
-        drop(inflight);
-        if good < k {
+        if gathered.good < k {
             return Err(ObjectError::Unreadable {
                 segment: index,
                 reason: format!(
-                    "{good} of the {k} pieces needed are available ({})",
-                    problems.join("; ")
+                    "{} of the {k} pieces needed are available ({})",
+                    gathered.good,
+                    gathered.problems.join("; ")
                 ),
             });
         }
+        let pieces = gathered.pieces;
         let (decoder, seg) = (self.decoder(seg), seg.clone());
         tokio::task::spawn_blocking(move || {
             let ids = seg.ids();
