@@ -32,25 +32,26 @@ struct Histogram {
     sum: f64,
 }
 
+/// Counts by (operation, status) and latency by operation, under one lock.
+#[derive(Debug, Default)]
+struct Tallies {
+    requests: BTreeMap<(&'static str, u16), u64>,
+    latency: BTreeMap<&'static str, Histogram>,
+}
+
 /// S3 request metrics, filled by [`track`].
 #[derive(Debug, Default)]
 pub struct S3Metrics {
-    requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
-    latency: Mutex<BTreeMap<&'static str, Histogram>>,
+    tallies: Mutex<Tallies>,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
 }
 
 impl S3Metrics {
     fn record(&self, op: &'static str, status: u16, seconds: f64, bytes_in: u64, bytes_out: u64) {
-        *self
-            .requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry((op, status))
-            .or_default() += 1;
-        let mut latency = self.latency.lock().unwrap_or_else(|p| p.into_inner());
-        let h = latency.entry(op).or_default();
+        let mut tallies = self.tallies.lock().unwrap_or_else(|p| p.into_inner());
+        *tallies.requests.entry((op, status)).or_default() += 1;
+        let h = tallies.latency.entry(op).or_default();
         for (bound, n) in BUCKETS.iter().zip(h.buckets.iter_mut()) {
             if seconds <= *bound {
                 *n += 1;
@@ -58,33 +59,32 @@ impl S3Metrics {
         }
         h.count += 1;
         h.sum += seconds;
+        drop(tallies);
         self.bytes_in.fetch_add(bytes_in, Ordering::Relaxed);
         self.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
     }
 
     /// Appends the S3 request metrics to `out`.
     pub fn render(&self, out: &mut Text) {
-        let requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+        let tallies = self.tallies.lock().unwrap_or_else(|p| p.into_inner());
         out.family(
             "s3_requests_total",
             "counter",
             "S3 requests by operation and status.",
         );
-        for ((op, status), n) in requests.iter() {
+        for ((op, status), n) in tallies.requests.iter() {
             out.sample(
                 "s3_requests_total",
                 &format!("{{operation=\"{op}\",status=\"{status}\"}}"),
                 *n as f64,
             );
         }
-        drop(requests);
-        let latency = self.latency.lock().unwrap_or_else(|p| p.into_inner());
         out.family(
             "s3_request_duration_seconds",
             "histogram",
             "Time from an S3 request to its response head, by operation.",
         );
-        for (op, h) in latency.iter() {
+        for (op, h) in tallies.latency.iter() {
             for (bound, n) in BUCKETS.iter().zip(h.buckets) {
                 out.sample(
                     "s3_request_duration_seconds_bucket",
@@ -101,7 +101,7 @@ impl S3Metrics {
             out.sample("s3_request_duration_seconds_sum", &labels, h.sum);
             out.sample("s3_request_duration_seconds_count", &labels, h.count as f64);
         }
-        drop(latency);
+        drop(tallies);
         out.single(
             "s3_received_bytes_total",
             "counter",
