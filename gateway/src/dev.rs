@@ -99,15 +99,7 @@ pub async fn run(opts: DevOptions, cancel: CancellationToken) -> anyhow::Result<
 
     let binary = storage_node_binary();
     let mut children: Vec<(Child, PathBuf)> = Vec::new();
-    let started = start_nodes(
-        &binary,
-        &data,
-        &gateway_addr,
-        opts.nodes,
-        port,
-        &mut children,
-    )
-    .await;
+    let started = start_nodes(&binary, &data, &gateway_addr, opts.nodes, &mut children).await;
     if let Err(e) = started {
         stop_nodes(&mut children).await;
         gateway.stop().await;
@@ -119,11 +111,12 @@ pub async fn run(opts: DevOptions, cancel: CancellationToken) -> anyhow::Result<
     while gateway.nodes.online().len() < opts.nodes {
         if tokio::time::Instant::now() > deadline || cancel.is_cancelled() {
             let online = gateway.nodes.online().len();
+            let dirs: Vec<PathBuf> = children.iter().map(|(_, dir)| dir.clone()).collect();
             stop_nodes(&mut children).await;
             gateway.stop().await;
-            let logs: Vec<String> = children
+            let logs: Vec<String> = dirs
                 .iter()
-                .map(|(_, dir)| log_tail(&dir.join("node.log"), 3))
+                .map(|dir| log_tail(&dir.join("node.log"), 3))
                 .collect();
             bail!(
                 "only {online} of {} nodes registered within 60 s; the end of each node.log:\n{}",
@@ -203,7 +196,6 @@ async fn start_nodes(
     data: &Path,
     gateway_addr: &str,
     count: usize,
-    port: u16,
     children: &mut Vec<(Child, PathBuf)>,
 ) -> anyhow::Result<()> {
     for i in 0..count {
@@ -218,8 +210,9 @@ async fn start_nodes(
                 .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
                 .arg("--label")
                 .arg(format!("zone=dev-{}", i % 3))
-                .arg("--metrics-listen")
-                .arg(format!("127.0.0.1:{}", port.wrapping_add(100 + i as u16)))
+                // An ephemeral port: a fixed one could be taken (the node would not start);
+                // each node logs the address it got.
+                .args(["--metrics-listen", "127.0.0.1:0"])
                 .stdout(Stdio::null())
                 .status()
                 .await
