@@ -63,6 +63,15 @@ pub async fn pass(
             if cancel.is_cancelled() {
                 return Ok(None);
             }
+            // Throttle before hashing: no faster than `rate` bytes per second on average (and
+            // no wait after the last piece, so a pass ends when its work does).
+            let due = Duration::from_secs_f64(bytes as f64 / rate.max(1) as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = cancel.cancelled() => return Ok(None),
+                }
+            }
             let store = service.store().clone();
             let id = info.id;
             let result = tokio::task::spawn_blocking(move || store.scrub(&id, now_ms())).await??;
@@ -77,14 +86,6 @@ pub async fn pass(
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(piece = %id, ?rot, "scrub found a corrupt piece");
                 service.report_rot(id);
-            }
-            // Throttle: no faster than `rate` bytes per second on average.
-            let due = Duration::from_secs_f64(bytes as f64 / rate.max(1) as f64);
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                tokio::select! {
-                    () = tokio::time::sleep(wait) => {}
-                    () = cancel.cancelled() => return Ok(None),
-                }
             }
         }
     }
