@@ -108,7 +108,16 @@ impl NodeClient {
         for attempt in 0..ATTEMPTS {
             let stream = match self.take_idle(&peer) {
                 Some(s) => s,
-                None => match self.open(peer).await {
+                // Opening dials a peer that is not connected, which can take as long as the
+                // network lets it: bounded like the exchange.
+                None => match tokio::time::timeout(timeout, self.open(peer))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(ClientError::Open {
+                            peer,
+                            reason: format!("no stream within {timeout:?}"),
+                        })
+                    }) {
                     Ok(s) => s,
                     Err(e) => {
                         last = Some(e);
