@@ -175,6 +175,9 @@ pub enum Body {
     },
     /// Erasure-coded segments in object order.
     Segments(Vec<SegmentRecord>),
+    /// The bytes are a plain object under `key` in the bucket's remote (a hybrid bucket's
+    /// paired S3 bucket); the wrapped key is unused.
+    Remote { key: String },
 }
 
 /// One object version.
@@ -242,6 +245,7 @@ impl ObjectManifest {
                 }
                 return Ok(());
             }
+            Body::Remote { .. } => return Ok(()),
         };
         let mut total = 0u64;
         for (i, seg) in segments.iter().enumerate() {
@@ -266,7 +270,7 @@ impl ObjectManifest {
     }
 
     /// The segments overlapping the object byte range `range`, in order, with the overlapping
-    /// range within each. Empty for an inline body or an empty range.
+    /// range within each. Empty for an inline or remote body or an empty range.
     pub fn segments_in(&self, range: Range<u64>) -> Vec<SegmentSpan> {
         let Body::Segments(segments) = &self.body else {
             return Vec::new();

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use storage_node::units::{parse_duration, parse_size};
 
 use crate::audit::AuditConfig;
+use crate::mirror::MirrorConfig;
 use crate::repair::RepairConfig;
 use crate::reputation::Policy;
 
@@ -91,6 +92,12 @@ pub struct RawConfig {
     pub repair_interval: String,
     /// Most bytes per second the repairer moves (fetched plus placed).
     pub repair_rate: String,
+    /// How often the mirror queue is worked through (hybrid buckets).
+    pub mirror_interval: String,
+    /// Objects copied to remotes at once.
+    pub mirror_concurrency: usize,
+    /// How often tiered buckets are looked through for objects to move to their remote.
+    pub tier_interval: String,
 }
 
 impl Default for RawConfig {
@@ -127,6 +134,9 @@ impl Default for RawConfig {
             repair_margin: 2,
             repair_interval: "10s".into(),
             repair_rate: "64MiB".into(),
+            mirror_interval: "1s".into(),
+            mirror_concurrency: 4,
+            tier_interval: "1m".into(),
         }
     }
 }
@@ -153,6 +163,8 @@ pub struct Config {
     pub audit: AuditConfig,
     pub policy: Policy,
     pub repair: RepairConfig,
+    pub mirror: MirrorConfig,
+    pub tier_interval: Duration,
 }
 
 impl RawConfig {
@@ -294,6 +306,14 @@ impl RawConfig {
                 interval: duration("repair_interval", &self.repair_interval)?,
                 rate: repair_rate,
             },
+            mirror: MirrorConfig {
+                interval: duration("mirror_interval", &self.mirror_interval)?,
+                concurrency: match self.mirror_concurrency {
+                    0 => bail!("mirror_concurrency: at least 1"),
+                    n => n.min(256),
+                },
+            },
+            tier_interval: duration("tier_interval", &self.tier_interval)?,
         })
     }
 

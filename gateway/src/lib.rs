@@ -10,6 +10,9 @@
 //! - [`gc`]: the worker that deletes pieces nothing references any more.
 //! - [`audit`], [`reputation`], [`repair`]: challenges and verdicts, node scores and states, and
 //!   the rebuilding of what is lost (see `docs/audits.md`).
+//! - [`hybrid`], [`mirror`], [`tier`]: buckets paired with a bucket on another S3 service
+//!   (mirror, fallback, tier), the worker that keeps mirrors up to date and the one that moves
+//!   objects to their remote by policy (see `docs/hybrid.md`).
 //! - [`admin`]: `/health`, `/metrics` ([`metrics`]) and the token-protected admin API
 //!   (`gateway status` reads it).
 //! - [`server`]: the composition root; [`dev`]: a whole local network in one command.
@@ -21,9 +24,11 @@ pub mod config;
 pub mod dev;
 pub mod digest;
 pub mod gc;
+pub mod hybrid;
 pub mod keys;
 pub mod meta;
 pub mod metrics;
+pub mod mirror;
 pub mod nodes;
 pub mod objects;
 pub mod pieces;
@@ -33,4 +38,5 @@ pub mod reputation;
 pub mod s3;
 pub mod secrets;
 pub mod server;
+pub mod tier;
 pub mod time;

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use gateway::config::RawConfig;
+use gateway::hybrid::{Credentials, MirrorMode, RemoteConfig, TierPolicy};
 use gateway::server::{open_state, Gateway};
 use tokio_util::sync::CancellationToken;
 
@@ -57,6 +58,14 @@ enum Command {
         #[command(subcommand)]
         action: AuditAction,
     },
+    /// Pair a bucket with a bucket on another S3 service (mirror, fallback), through the
+    /// running gateway's admin API.
+    Remote {
+        #[arg(long, env = "GATEWAY_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: RemoteAction,
+    },
     /// Manage S3 access keys (while the gateway is stopped).
     Keys {
         #[arg(long, env = "GATEWAY_CONFIG")]
@@ -82,6 +91,69 @@ enum AuditAction {
     },
     /// Re-check every proof and signature in an export, trusting nothing but the file.
     Verify { file: PathBuf },
+}
+
+#[derive(Debug, clap::Args)]
+struct RemoteSet {
+    /// Our bucket.
+    bucket: String,
+    /// The remote bucket's name.
+    #[arg(long)]
+    remote_bucket: String,
+    #[arg(long, default_value = "us-east-1")]
+    region: String,
+    /// The S3 endpoint URL (default: AWS S3's for the region).
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// Prepended to every key in the remote bucket.
+    #[arg(long, default_value = "")]
+    prefix: String,
+    /// Path-style addressing (most S3-compatible services need it).
+    #[arg(long)]
+    path_style: bool,
+    /// Copy every write and delete to the remote: off, async (queued) or sync (a write is
+    /// acknowledged once the remote holds it).
+    #[arg(long, default_value = "off")]
+    mirror: String,
+    /// Serve keys this bucket lacks from the remote.
+    #[arg(long)]
+    fallback: bool,
+    /// With --fallback: copy objects read from the remote into this bucket.
+    #[arg(long)]
+    copy_in: bool,
+    /// Move objects at least this old (e.g. 30d) to the remote.
+    #[arg(long)]
+    tier_older_than: Option<String>,
+    /// Move objects at least this large (e.g. 100MiB) to the remote.
+    #[arg(long)]
+    tier_larger_than: Option<String>,
+    /// Static credentials: the access key id (the secret comes from
+    /// REMOTE_SECRET_ACCESS_KEY or --secret-access-key-file).
+    #[arg(long)]
+    access_key_id: Option<String>,
+    #[arg(long, env = "REMOTE_SECRET_ACCESS_KEY", hide_env_values = true)]
+    secret_access_key: Option<String>,
+    #[arg(long)]
+    secret_access_key_file: Option<PathBuf>,
+    /// Credentials from an AWS shared credentials file.
+    #[arg(long)]
+    credentials_file: Option<PathBuf>,
+    /// The profile in --credentials-file or in the standard AWS chain.
+    #[arg(long)]
+    profile: Option<String>,
+    /// Unsigned requests (a public bucket).
+    #[arg(long)]
+    anonymous: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum RemoteAction {
+    /// Pair BUCKET with a remote bucket (replacing any earlier pairing).
+    Set(Box<RemoteSet>),
+    /// Show every paired bucket (or one) with its mirror backlog.
+    Show { bucket: Option<String> },
+    /// Unpair a bucket (queued mirror work is dropped).
+    Remove { bucket: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -138,6 +210,9 @@ fn main() -> ExitCode {
         }),
         Command::Keys { config, action } => keys(config, action),
         Command::Audit { config, action } => audit(config, action),
+        Command::Remote { config, action } => {
+            runtime().and_then(|rt| rt.block_on(remote(config, action)))
+        }
         Command::Status { config, json } => {
             runtime().and_then(|rt| rt.block_on(status(config, json)))
         }
@@ -270,6 +345,152 @@ fn audit(config: Option<PathBuf>, action: AuditAction) -> anyhow::Result<()> {
                     r.mismatches.len()
                 );
             }
+        }
+    }
+    Ok(())
+}
+
+/// The remote configuration the `remote set` flags describe.
+fn remote_config(set: RemoteSet) -> anyhow::Result<(String, RemoteConfig)> {
+    let RemoteSet {
+        bucket,
+        remote_bucket,
+        region,
+        endpoint,
+        prefix,
+        path_style,
+        mirror,
+        fallback,
+        copy_in,
+        tier_older_than,
+        tier_larger_than,
+        access_key_id,
+        secret_access_key,
+        secret_access_key_file,
+        credentials_file,
+        profile,
+        anonymous,
+    } = set;
+    let credentials = match (access_key_id, credentials_file, anonymous) {
+        (Some(id), None, false) => {
+            let secret = match (secret_access_key, secret_access_key_file) {
+                (_, Some(file)) => std::fs::read_to_string(&file)
+                    .with_context(|| format!("read {}", file.display()))?
+                    .trim()
+                    .to_string(),
+                (Some(s), None) => s,
+                (None, None) => anyhow::bail!(
+                    "--access-key-id needs REMOTE_SECRET_ACCESS_KEY or --secret-access-key-file"
+                ),
+            };
+            Credentials::Static {
+                access_key_id: id,
+                secret_access_key: Some(secret),
+                session_token: None,
+            }
+        }
+        (None, Some(path), false) => Credentials::File { path, profile },
+        (None, None, true) => Credentials::Anonymous,
+        (None, None, false) => Credentials::Environment { profile },
+        _ => anyhow::bail!(
+            "choose one of --access-key-id, --credentials-file and --anonymous (none: the AWS environment)"
+        ),
+    };
+    let mirror = match mirror.as_str() {
+        "off" => MirrorMode::Off,
+        "async" => MirrorMode::Async,
+        "sync" => MirrorMode::Sync,
+        other => anyhow::bail!("--mirror: off, async or sync, not {other:?}"),
+    };
+    Ok((
+        bucket,
+        RemoteConfig {
+            endpoint,
+            region,
+            bucket: remote_bucket,
+            prefix,
+            path_style,
+            credentials,
+            mirror,
+            fallback,
+            copy_in,
+            tier: (tier_older_than.is_some() || tier_larger_than.is_some()).then_some(TierPolicy {
+                older_than: tier_older_than,
+                larger_than: tier_larger_than,
+            }),
+        },
+    ))
+}
+
+#[allow(clippy::print_stdout)] // printing is this command's job
+async fn remote(config: Option<PathBuf>, action: RemoteAction) -> anyhow::Result<()> {
+    use gateway::admin::hybrid::{BucketRemote, RemotesReport};
+    let config = RawConfig::load(config.as_deref())?.validate()?;
+    let token = admin_token(&config.data_dir)?;
+    let addr = config.admin_listen;
+    let show = |b: &BucketRemote| {
+        let r = &b.remote;
+        println!(
+            "{} -> {}{}/{} ({}) mirror {:?}, fallback {}{}{}; {} queued, lag {} s, {} failing",
+            b.bucket,
+            r.endpoint
+                .as_deref()
+                .map_or(String::new(), |e| format!("{e} ")),
+            r.bucket,
+            r.prefix,
+            r.region,
+            r.mirror,
+            r.fallback,
+            if r.copy_in { " with copy-in" } else { "" },
+            r.tier.as_ref().map_or(String::new(), |t| format!(
+                ", tier {}{}",
+                t.older_than
+                    .as_ref()
+                    .map_or(String::new(), |a| format!("older than {a} ")),
+                t.larger_than
+                    .as_ref()
+                    .map_or(String::new(), |l| format!("larger than {l}")),
+            )),
+            b.backlog.queued,
+            b.backlog.lag_secs,
+            b.backlog.failing,
+        );
+    };
+    match action {
+        RemoteAction::Show { bucket } => {
+            let body = gateway::admin::fetch(addr, &token, "/admin/v1/remotes").await?;
+            let report: RemotesReport = serde_json::from_str(&body).context("parse the report")?;
+            for b in report
+                .buckets
+                .iter()
+                .filter(|b| bucket.as_ref().is_none_or(|n| *n == b.bucket))
+            {
+                show(b);
+            }
+            println!(
+                "since start: {} synced, {} failed tries, {} objects tiered",
+                report.synced, report.failed, report.tiered
+            );
+        }
+        RemoteAction::Remove { bucket } => {
+            let path = format!("/admin/v1/buckets/{bucket}/remote");
+            let (status, body) =
+                gateway::admin::request(addr, &token, "DELETE", &path, None).await?;
+            if status != 200 {
+                anyhow::bail!("{}", body.trim());
+            }
+            println!("{bucket}: remote removed");
+        }
+        RemoteAction::Set(set) => {
+            let (bucket, remote) = remote_config(*set)?;
+            let path = format!("/admin/v1/buckets/{bucket}/remote");
+            let json = serde_json::to_string(&remote)?;
+            let (status, body) =
+                gateway::admin::request(addr, &token, "PUT", &path, Some(&json)).await?;
+            if status != 200 {
+                anyhow::bail!("{}", body.trim());
+            }
+            show(&serde_json::from_str(&body).context("parse the answer")?);
         }
     }
     Ok(())

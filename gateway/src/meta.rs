@@ -20,6 +20,7 @@
 //! - `parts`: `upload id ‖ part number` → [`StoredPart`]: their uploaded parts.
 //! - `held`, `bad`, `audits`, `reputation`, `repair`, `settings`: audits, reputation and repair
 //!   (see [`health`]).
+//! - `remotes`, `mirror`: hybrid buckets' remotes and the mirror queue (see [`hybrid`]).
 //!
 //! Every value starts with a format byte.
 
@@ -41,7 +42,7 @@ const CF_PENDING: &str = "pending";
 const CF_GC: &str = "gc";
 const CF_UPLOADS: &str = "uploads";
 const CF_PARTS: &str = "parts";
-const ALL_CFS: [&str; 14] = [
+const ALL_CFS: [&str; 16] = [
     CF_BUCKETS,
     CF_OBJECTS,
     CF_KEYS,
@@ -56,6 +57,8 @@ const ALL_CFS: [&str; 14] = [
     health::CF_REPUTATION,
     health::CF_REPAIR,
     health::CF_SETTINGS,
+    hybrid::CF_REMOTES,
+    hybrid::CF_MIRROR,
 ];
 
 /// Format byte of every record this module writes.
@@ -108,6 +111,18 @@ impl Expect {
             Expect::Unchanged(v) => current == Some(&**v),
         }
     }
+}
+
+/// What a commit changes, which decides what else its write does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    /// New bytes (a write): a mirrored bucket's remote must hear of it.
+    Content,
+    /// The same bytes on other nodes (a repair).
+    Placement,
+    /// The same bytes moved to the bucket's remote: refused while a change of the key is
+    /// queued for the remote (the mirror worker could otherwise delete the tiered copy).
+    Tiering,
 }
 
 /// A bucket.
@@ -338,6 +353,7 @@ impl Meta {
         }
         let mut batch = WriteBatch::default();
         batch.delete_cf(self.cf(CF_BUCKETS), name);
+        self.unpair(&mut batch, name);
         self.write(batch)
     }
 
@@ -401,14 +417,39 @@ impl Meta {
         upload: &[u8; 16],
         expect: &Expect,
     ) -> Result<(), MetaError> {
+        self.commit(bucket, key, manifest, Some(upload), expect, Change::Content)
+    }
+
+    /// [`Meta::commit_object`], for a `change` of the given kind (`upload`: the upload whose
+    /// pending pieces the manifest settles, if any).
+    fn commit(
+        &self,
+        bucket: &str,
+        key: &str,
+        manifest: &ObjectManifest,
+        upload: Option<&[u8; 16]>,
+        expect: &Expect,
+        change: Change,
+    ) -> Result<(), MetaError> {
         let _guard = self.lock();
         if self.bucket(bucket)?.is_none() {
             return Err(MetaError::NoSuchBucket);
         }
         let mut batch = WriteBatch::default();
         let used: HashSet<PieceRef> = placed_pieces(manifest).into_iter().collect();
+        match change {
+            Change::Content => self.queue_mirror(&mut batch, bucket, key, false)?,
+            Change::Placement => {}
+            Change::Tiering => {
+                if self.mirror_entry(bucket, key)?.is_some() {
+                    return Err(MetaError::PreconditionFailed);
+                }
+            }
+        }
         self.replace_object(&mut batch, bucket, key, manifest, &used, expect)?;
-        self.settle_pending(&mut batch, upload, &used)?;
+        if let Some(upload) = upload {
+            self.settle_pending(&mut batch, upload, &used)?;
+        }
         self.write(batch)
     }
 
@@ -507,13 +548,19 @@ impl Meta {
         Ok(n)
     }
 
-    /// Deletes an object (queuing its pieces for deletion). `false` if there was none.
+    /// Deletes an object (queuing its pieces for deletion, and the key for a remote that
+    /// wants to hear of deletes, which may hold it even if this bucket does not). `false` if
+    /// there was none.
     pub fn delete_object(&self, bucket: &str, key: &str) -> Result<bool, MetaError> {
         let _guard = self.lock();
+        let mut batch = WriteBatch::default();
+        self.queue_mirror(&mut batch, bucket, key, true)?;
         let Some(old) = self.object(bucket, key)? else {
+            if !batch.is_empty() {
+                self.write(batch)?;
+            }
             return Ok(false);
         };
-        let mut batch = WriteBatch::default();
         for p in placed_pieces(&old) {
             self.queue_gc(&mut batch, &p);
             self.drop_held(&mut batch, &p);
@@ -674,8 +721,10 @@ impl Meta {
 }
 
 pub mod health;
+pub mod hybrid;
 mod multipart;
 pub use health::{AuditRecord, BadPiece, HeldPiece, RepairEntry, Verdict};
+pub use hybrid::{MirrorBacklog, MirrorEntry, MirrorItem, RemoteRecord};
 pub use multipart::{StoredPart, UploadRecord};
 
 #[cfg(test)]

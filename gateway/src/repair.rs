@@ -138,7 +138,7 @@ impl Health {
     pub fn worst(&self, manifest: &ObjectManifest) -> Option<usize> {
         match &manifest.body {
             Body::Segments(segs) => segs.iter().map(|s| self.healthy(s)).min(),
-            Body::Inline { .. } => None,
+            Body::Inline { .. } | Body::Remote { .. } => None,
         }
     }
 

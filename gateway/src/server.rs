@@ -17,7 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::Auditor;
 use crate::config::Config;
+use crate::hybrid::Remotes;
 use crate::meta::Meta;
+use crate::mirror::Mirror;
 use crate::nodes::Nodes;
 use crate::objects::{DataConfig, ObjectService};
 use crate::pieces::{Libp2pPieces, PieceNet};
@@ -25,6 +27,7 @@ use crate::repair::{Health, Repairer};
 use crate::s3::auth::StoredKeys;
 use crate::s3::S3Api;
 use crate::secrets;
+use crate::tier::Tierer;
 
 /// Nodes whose registration streams are served at once.
 const MAX_REGISTRATIONS: usize = 4096;
@@ -49,6 +52,8 @@ pub struct Gateway {
     pub auditor: Arc<Auditor>,
     pub repairer: Arc<Repairer>,
     pub health: Arc<Health>,
+    pub mirror: Arc<Mirror>,
+    pub tierer: Arc<Tierer>,
     host: storage_node::net::HostHandle,
     cancel: CancellationToken,
     tasks: JoinSet<()>,
@@ -110,6 +115,7 @@ impl Gateway {
             nodes.clone(),
             config.repair.clone(),
         ));
+        let remotes = Arc::new(Remotes::new(meta.clone(), master.clone()));
         let objects = Arc::new(ObjectService::new(
             meta.clone(),
             nodes.clone(),
@@ -123,6 +129,7 @@ impl Gateway {
                 hedge_after: config.hedge_after,
             },
             health.clone(),
+            remotes.clone(),
         ));
         let auditor = Arc::new(Auditor::new(
             meta.clone(),
@@ -158,6 +165,19 @@ impl Gateway {
                 }
             });
         }
+        let mirror = Arc::new(Mirror::new(
+            meta.clone(),
+            objects.clone(),
+            config.mirror.clone(),
+        ));
+        tasks.spawn(mirror.clone().run(cancel.clone()));
+        let tierer = Arc::new(Tierer::new(
+            meta.clone(),
+            objects.clone(),
+            config.tier_interval,
+        ));
+        tasks.spawn(tierer.clone().run(cancel.clone()));
+        tasks.spawn(objects.clone().run_copy_in(cancel.clone()));
         tasks.spawn(auditor.clone().run(cancel.clone()));
         tasks.spawn(repairer.clone().run(cancel.clone()));
         tasks.spawn(crate::gc::run(
@@ -216,6 +236,9 @@ impl Gateway {
             health: health.clone(),
             repairer: repairer.clone(),
             auditor: auditor.clone(),
+            mirror: mirror.clone(),
+            tierer: tierer.clone(),
+            remotes: remotes.clone(),
             s3_metrics,
             token: admin_token.clone().into(),
             segment_width: config.params.total(),
@@ -243,6 +266,8 @@ impl Gateway {
             auditor,
             repairer,
             health,
+            mirror,
+            tierer,
             host: host_handle,
             cancel,
             tasks,

@@ -354,6 +354,67 @@ async fn audits_export_and_verify_from_the_command_line() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 contradicted"));
 
+    // `gateway remote` pairs a bucket through the admin API; the secret comes from the
+    // environment and is never shown. (Nothing listens at the remote: the backfilled object
+    // stays queued.)
+    let remote = |args: &[&str]| {
+        Command::new(BIN)
+            .arg("remote")
+            .args(args)
+            .env("GATEWAY_DATA_DIR", data_dir.join("gateway"))
+            .env("GATEWAY_ADMIN_LISTEN", format!("127.0.0.1:{}", port + 1))
+            .env("REMOTE_SECRET_ACCESS_KEY", "the-remote-secret")
+            .output()
+            .unwrap()
+    };
+    let set = [
+        "set",
+        "audited",
+        "--remote-bucket",
+        "offsite",
+        "--endpoint",
+        "http://127.0.0.1:9",
+        "--path-style",
+        "--access-key-id",
+        "AKREMOTE",
+        "--mirror",
+        "async",
+    ];
+    let out = remote(&set);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("audited -> http://127.0.0.1:9 offsite/"),
+        "{stdout}"
+    );
+    let out = remote(&["show"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(stdout.contains("1 queued"), "{stdout}");
+    assert!(!stdout.contains("the-remote-secret"), "{stdout}");
+    let out = remote(&["set", "nosuchbucket", "--remote-bucket", "x", "--fallback"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such bucket"));
+    let out = remote(&[
+        "set",
+        "audited",
+        "--remote-bucket",
+        "x",
+        "--endpoint",
+        "ftp://x",
+        "--fallback",
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("http:// or https://"));
+    let out = remote(&["remove", "audited"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     let nodes = node_pids(&cluster);
     let _ = kill_process(pid(gateway.id()), Signal::INT);
     assert!(gateway.wait().unwrap().success());

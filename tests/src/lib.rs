@@ -7,6 +7,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+pub mod remote;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;

@@ -8,7 +8,8 @@
 //! - `GET /admin/v1/audits/export?node=ID&since=MS`: full transcripts, one JSON object per line
 //!   ([`ExportedAudit`]), for `gateway audit verify`.
 //! - `GET /admin/v1/repair`: queue depth, the most endangered entries, counters.
-//! - `GET /admin/v1/objects/{bucket}/{key}`: per-segment health of one object.
+//! - `GET /admin/v1/objects/{bucket}/{key}`: where one object's bytes are, per-segment health.
+//! - Hybrid buckets' remotes and mirror queues: see [`hybrid`].
 //!
 //! The token lives in `<data_dir>/admin.token` (owner-only), created on first start.
 
@@ -29,6 +30,8 @@ use crate::meta::{AuditRecord, Meta, RepairEntry, Verdict};
 use crate::nodes::{node_id, Nodes};
 use crate::repair::{Health, Repairer, SegmentHealth};
 use crate::reputation::NodeState;
+
+pub mod hybrid;
 
 /// File name of the admin token in the data directory.
 pub const TOKEN_FILE: &str = "admin.token";
@@ -94,6 +97,12 @@ pub struct Status {
     pub repair_queue: u64,
     /// Pieces known lost or corrupt, not yet replaced.
     pub bad_pieces: u64,
+    /// Keys of hybrid buckets whose remote copy is behind.
+    #[serde(default)]
+    pub mirror_queue: u64,
+    /// Age of the oldest change not yet on its remote, over all buckets.
+    #[serde(default)]
+    pub mirror_lag_secs: u64,
 }
 
 /// The parts of a gateway the admin API reads.
@@ -105,6 +114,9 @@ pub struct AdminState {
     pub health: Arc<Health>,
     pub repairer: Arc<Repairer>,
     pub auditor: Arc<crate::audit::Auditor>,
+    pub mirror: Arc<crate::mirror::Mirror>,
+    pub tierer: Arc<crate::tier::Tierer>,
+    pub remotes: Arc<crate::hybrid::Remotes>,
     pub s3_metrics: Arc<crate::metrics::S3Metrics>,
     pub token: Arc<str>,
     pub segment_width: usize,
@@ -119,6 +131,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/v1/audits/export", get(export))
         .route("/admin/v1/repair", get(repair))
         .route("/admin/v1/objects/{bucket}/{*key}", get(object_health))
+        .merge(hybrid::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,
@@ -198,9 +211,10 @@ async fn status(State(s): State<AdminState>) -> Response {
             delete_queue,
             s.meta.repair_depth()?,
             s.meta.bad_count()?,
+            s.meta.mirror_backlog()?,
         ))
     })();
-    let (buckets, delete_queue, repair_queue, bad_pieces) = match counts {
+    let (buckets, delete_queue, repair_queue, bad_pieces, backlog) = match counts {
         Ok(c) => c,
         Err(e) => return internal(e),
     };
@@ -214,6 +228,12 @@ async fn status(State(s): State<AdminState>) -> Response {
         segment_width: s.segment_width,
         repair_queue,
         bad_pieces,
+        mirror_queue: backlog.values().map(|b| b.depth).sum(),
+        mirror_lag_secs: backlog
+            .values()
+            .map(|b| hybrid::Backlog::from(b).lag_secs)
+            .max()
+            .unwrap_or(0),
         nodes,
     })
     .into_response()
@@ -271,6 +291,29 @@ async fn metrics(State(s): State<AdminState>) -> Response {
             n as f64,
         );
     }
+    let backlog = match s.meta.mirror_backlog() {
+        Ok(b) => b,
+        Err(e) => return internal(e),
+    };
+    for (name, help) in [
+        (
+            "mirror_queue_keys",
+            "Keys of a hybrid bucket whose remote copy is behind.",
+        ),
+        (
+            "mirror_lag_seconds",
+            "Age of the oldest change not yet on the bucket's remote.",
+        ),
+    ] {
+        t.family(name, "gauge", help);
+        for (bucket, b) in &backlog {
+            let value = match name {
+                "mirror_queue_keys" => b.depth,
+                _ => hybrid::Backlog::from(b).lag_secs,
+            };
+            t.sample(name, &format!("{{bucket=\"{bucket}\"}}"), value as f64);
+        }
+    }
     let r = &s.repairer.stats;
     let load =
         |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed) as f64;
@@ -304,6 +347,26 @@ async fn metrics(State(s): State<AdminState>) -> Response {
             "repair_unrepairable_total",
             "Segment repairs put off: too few verified pieces.",
             load(&r.unrepairable),
+        ),
+        (
+            "mirror_synced_total",
+            "Remote copies of hybrid buckets brought up to date.",
+            load(&s.mirror.stats.synced),
+        ),
+        (
+            "mirror_failed_total",
+            "Failed tries to update a remote copy (each is retried).",
+            load(&s.mirror.stats.failed),
+        ),
+        (
+            "tiered_objects_total",
+            "Objects moved to their bucket's remote by its tier policy.",
+            load(&s.tierer.stats.objects_tiered),
+        ),
+        (
+            "tiered_bytes_total",
+            "Bytes of objects moved to remotes by tier policies.",
+            load(&s.tierer.stats.bytes_tiered),
         ),
     ] {
         t.single(name, "counter", help, value);
@@ -458,8 +521,12 @@ struct ObjectHealth {
     bucket: String,
     key: String,
     size: u64,
-    /// Where its bytes are: `inline` (in the metadata) or `nodes`.
-    stored: &'static str,
+    /// Where its bytes are: `inline` (in the metadata), `nodes`, `remote` (the bucket's
+    /// remote), and `remote` also when the bucket mirrors and the mirror is up to date.
+    locations: Vec<&'static str>,
+    /// For a mirrored bucket: since when the remote copy is behind (`None`: up to date).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mirror_behind_since_ms: Option<u64>,
     segments: Vec<SegmentHealth>,
 }
 
@@ -467,18 +534,34 @@ async fn object_health(
     State(s): State<AdminState>,
     UrlPath((bucket, key)): UrlPath<(String, String)>,
 ) -> Response {
-    match s.meta.object(&bucket, &key) {
-        Ok(Some(m)) => Json(ObjectHealth {
-            stored: match m.body {
+    let found = (|| {
+        let Some(m) = s.meta.object(&bucket, &key)? else {
+            return anyhow::Ok(None);
+        };
+        let mirrored = s.meta.remote(&bucket)?.is_some_and(|r| r.queue_writes);
+        let behind = s.meta.mirror_entry(&bucket, &key)?;
+        Ok(Some((m, mirrored, behind)))
+    })();
+    match found {
+        Ok(Some((m, mirrored, behind))) => {
+            let mut locations = vec![match m.body {
                 chunker::manifest::Body::Inline { .. } => "inline",
                 chunker::manifest::Body::Segments(_) => "nodes",
-            },
-            segments: s.health.report(&m),
-            size: m.size,
-            bucket,
-            key,
-        })
-        .into_response(),
+                chunker::manifest::Body::Remote { .. } => "remote",
+            }];
+            if mirrored && behind.is_none() && locations[0] != "remote" {
+                locations.push("remote");
+            }
+            Json(ObjectHealth {
+                locations,
+                mirror_behind_since_ms: behind.filter(|_| mirrored).map(|e| e.queued_ms),
+                segments: s.health.report(&m),
+                size: m.size,
+                bucket,
+                key,
+            })
+            .into_response()
+        }
         Ok(None) => (StatusCode::NOT_FOUND, "no such object\n").into_response(),
         Err(e) => internal(e),
     }
@@ -490,17 +573,36 @@ pub async fn fetch_status(addr: std::net::SocketAddr, token: &str) -> anyhow::Re
     serde_json::from_str(&body).context("parse the status")
 }
 
-/// The body of a `GET` of `path` (with its query) from a running gateway's admin endpoint (a
-/// plain HTTP/1.1 request; at most 1 GiB).
+/// The body of a `GET` of `path` (with its query) from a running gateway's admin endpoint;
+/// anything but 200 is an error.
 pub async fn fetch(addr: std::net::SocketAddr, token: &str, path: &str) -> anyhow::Result<String> {
+    let (status, body) = request(addr, token, "GET", path, None).await?;
+    if status != 200 {
+        anyhow::bail!("the admin endpoint answered {status}: {}", body.trim());
+    }
+    Ok(body)
+}
+
+/// Sends one request (a JSON body, if any) to a running gateway's admin endpoint (plain
+/// HTTP/1.1); returns the status and the body (at most 1 GiB).
+pub async fn request(
+    addr: std::net::SocketAddr,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> anyhow::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut conn = tokio::net::TcpStream::connect(addr)
         .await
         .with_context(|| {
             format!("connect to the admin endpoint {addr} (is the gateway running?)")
         })?;
+    let body = body.unwrap_or("");
     let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     );
     conn.write_all(request.as_bytes()).await?;
     let mut response = Vec::new();
@@ -509,13 +611,17 @@ pub async fn fetch(addr: std::net::SocketAddr, token: &str, path: &str) -> anyho
     let (head, body) = text
         .split_once("\r\n\r\n")
         .context("the admin endpoint sent no HTTP response")?;
-    if !head.starts_with("HTTP/1.1 200") {
-        anyhow::bail!(
-            "the admin endpoint answered {}",
-            head.lines().next().unwrap_or("")
-        );
-    }
-    Ok(body.to_string())
+    let status = head
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .with_context(|| {
+            format!(
+                "not an HTTP response: {}",
+                head.lines().next().unwrap_or("")
+            )
+        })?;
+    Ok((status, body.to_string()))
 }
 
 #[cfg(test)]

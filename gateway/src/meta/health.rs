@@ -443,12 +443,13 @@ impl Meta {
         new: &ObjectManifest,
         upload: &[u8; 16],
     ) -> Result<bool, MetaError> {
-        match self.commit_object(
+        match self.commit(
             bucket,
             key,
             new,
-            upload,
+            Some(upload),
             &super::Expect::Unchanged(Box::new(old.clone())),
+            super::Change::Placement,
         ) {
             Ok(()) => Ok(true),
             Err(MetaError::PreconditionFailed | MetaError::NoSuchBucket) => {

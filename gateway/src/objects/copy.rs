@@ -28,11 +28,11 @@ impl ObjectService {
             .map(|c| c.algorithm)
             .collect();
         tracing::debug!(src_bucket, src_key, dst_key = %dst.key, "copying");
-        let body = self.read_object(source, 0..source.size)?;
+        let body = self.read_object(src_bucket, source, 0..source.size).await?;
         self.put_object(dst, body, |_| Ok(())).await
     }
 
-    /// Uploads part `number` of an upload from `range` of an existing object.
+    /// Uploads part `number` of an upload from `range` of an existing object of `src_bucket`.
     #[allow(clippy::too_many_arguments)]
     pub async fn upload_part_copy(
         &self,
@@ -40,6 +40,7 @@ impl ObjectService {
         key: &str,
         upload_id: &str,
         number: u32,
+        src_bucket: &str,
         source: &ObjectManifest,
         range: Option<Range<u64>>,
     ) -> Result<PartInfo, ObjectError> {
@@ -47,7 +48,7 @@ impl ObjectService {
         if range.start > range.end || range.end > source.size {
             return Err(ObjectError::InvalidRange);
         }
-        let body = self.read_object(source, range)?;
+        let body = self.read_object(src_bucket, source, range).await?;
         self.upload_part(bucket, key, upload_id, number, &[], body, |_| Ok(()))
             .await
     }

@@ -30,9 +30,36 @@ const PREFETCH: usize = 1;
 pub type ObjectStream = BoxStream<'static, Result<Bytes, ObjectError>>;
 
 impl ObjectService {
-    /// Streams bytes `range` of the object `manifest` describes (`range` must be inside it).
-    pub fn read_object(
+    /// Streams bytes `range` of the object of `bucket` that `manifest` describes (`range` must
+    /// be inside it). The stream's first item is read before this returns, so an object that
+    /// cannot be served is an error here, not a broken stream; when the node network cannot
+    /// serve it and the bucket's mirror holds the same version, the mirror serves it.
+    pub async fn open_read(
         &self,
+        bucket: &str,
+        key: &str,
+        manifest: &ObjectManifest,
+        range: Range<u64>,
+    ) -> Result<ObjectStream, ObjectError> {
+        let mut stream = self.read_object(bucket, manifest, range.clone()).await?;
+        match stream.next().await {
+            Some(Ok(first)) => Ok(stream::once(async { Ok(first) }).chain(stream).boxed()),
+            Some(Err(e @ ObjectError::Unreadable { .. })) => {
+                match self.read_mirror(bucket, key, manifest, range).await {
+                    Some(s) => Ok(s),
+                    None => Err(e),
+                }
+            }
+            Some(Err(e)) => Err(e),
+            None => Ok(stream::empty().boxed()),
+        }
+    }
+
+    /// Streams bytes `range` of the object of `bucket` that `manifest` describes (`range` must
+    /// be inside it).
+    pub async fn read_object(
+        &self,
+        bucket: &str,
         manifest: &ObjectManifest,
         range: Range<u64>,
     ) -> Result<ObjectStream, ObjectError> {
@@ -42,10 +69,13 @@ impl ObjectService {
                 manifest.size
             )));
         }
-        let key = self.master.unwrap(&manifest.wrapped_key)?;
         let segments = match &manifest.body {
+            Body::Remote { key } => return self.read_remote(bucket, key, range).await,
             Body::Inline { ciphertext } => {
-                let plain = key.open_inline(ciphertext)?;
+                let plain = self
+                    .master
+                    .unwrap(&manifest.wrapped_key)?
+                    .open_inline(ciphertext)?;
                 let part = plain
                     .get(range.start as usize..range.end as usize)
                     .map(Bytes::copy_from_slice)
@@ -54,6 +84,7 @@ impl ObjectService {
             }
             Body::Segments(segments) => segments.clone(),
         };
+        let key = self.master.unwrap(&manifest.wrapped_key)?;
         let reader = Arc::new(SegmentReader {
             net: self.net.clone(),
             nodes: self.nodes.clone(),
@@ -171,9 +202,12 @@ impl SegmentReader {
         width: usize,
     ) -> Result<Vec<u8>, ObjectError> {
         let k = seg.params.k();
-        // Online nodes first, data pieces before parity within each group.
-        let mut order: Vec<usize> = (0..seg.pieces.len()).collect();
-        order.sort_by_key(|&i| (self.nodes.online_holder(&seg.pieces[i]).is_none(), i));
+        // Only nodes that are online (an offline one cannot be reached, and asking would cost
+        // a timeout), data pieces before parity.
+        let order: Vec<usize> = (0..seg.pieces.len())
+            .filter(|&i| self.nodes.online_holder(&seg.pieces[i]).is_some())
+            .collect();
+        let offline = seg.pieces.len() - order.len();
         let gathered = gather_verified(self.net.as_ref(), seg, order, width).await;
         for (i, reason) in &gathered.damaged {
             self.report_bad(&seg.pieces[*i], &format!("read: {reason}"));
@@ -182,8 +216,13 @@ impl SegmentReader {
             return Err(ObjectError::Unreadable {
                 segment: index,
                 reason: format!(
-                    "{} of the {k} pieces needed are available ({})",
+                    "{} of the {k} pieces needed are available ({offline} on offline nodes{}{})",
                     gathered.good,
+                    if gathered.problems.is_empty() {
+                        ""
+                    } else {
+                        "; "
+                    },
                     gathered.problems.join("; ")
                 ),
             });

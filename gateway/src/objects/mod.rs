@@ -7,9 +7,12 @@
 //! - [`list`]: S3 listings with prefixes, delimiters and markers over the ordered metadata.
 //! - [`copy`]: server-side copies, GET path into PUT path.
 //! - [`multipart`]: uploads in parts, each part through the PUT path, stitched on completion.
+//! - [`hybrid`]: what a bucket's remote adds: reads that fall back to it, writes mirrored to
+//!   it, objects copied in from it.
 
 pub mod copy;
 pub mod get;
+pub mod hybrid;
 pub mod list;
 pub mod multipart;
 pub mod put;
@@ -19,6 +22,7 @@ use std::time::Duration;
 
 use chunker::{Coder, CryptoError, MasterKey, ObjectManifest, Params};
 
+use crate::hybrid::Remotes;
 use crate::meta::{Meta, MetaError};
 use crate::nodes::Nodes;
 use crate::pieces::PieceNet;
@@ -84,6 +88,18 @@ pub enum ObjectError {
     Encode(#[from] chunker::EncodeError),
     #[error("a worker task failed: {0}")]
     Task(String),
+    /// The bucket's remote (hybrid) failed.
+    #[error("the bucket's remote: {0}")]
+    Remote(#[from] crate::hybrid::RemoteError),
+}
+
+impl From<crate::hybrid::ConfigError> for ObjectError {
+    fn from(e: crate::hybrid::ConfigError) -> Self {
+        match e {
+            crate::hybrid::ConfigError::Meta(e) => ObjectError::Meta(e),
+            e => ObjectError::Remote(crate::hybrid::RemoteError::Refused(e.to_string())),
+        }
+    }
 }
 
 impl From<tokio::task::JoinError> for ObjectError {
@@ -109,6 +125,10 @@ pub struct ObjectService {
     cfg: DataConfig,
     /// Where reads report pieces they found missing or corrupt.
     health: Arc<Health>,
+    /// Buckets' remotes (hybrid).
+    remotes: Arc<Remotes>,
+    /// Objects read from a remote that should be copied in (see [`hybrid`]).
+    copy_in: hybrid::CopyInQueue,
 }
 
 impl std::fmt::Debug for ObjectService {
@@ -121,7 +141,7 @@ impl std::fmt::Debug for ObjectService {
 
 impl ObjectService {
     /// A service storing objects with `cfg` on `nodes` through `net`; reads report damaged
-    /// pieces to `health`.
+    /// pieces to `health`; hybrid buckets reach their remotes through `remotes`.
     pub fn new(
         meta: Arc<Meta>,
         nodes: Arc<Nodes>,
@@ -129,6 +149,7 @@ impl ObjectService {
         master: Arc<MasterKey>,
         cfg: DataConfig,
         health: Arc<Health>,
+        remotes: Arc<Remotes>,
     ) -> Self {
         ObjectService {
             coder: Arc::new(Coder::new(cfg.params)),
@@ -138,7 +159,14 @@ impl ObjectService {
             master,
             cfg,
             health,
+            remotes,
+            copy_in: hybrid::CopyInQueue::new(),
         }
+    }
+
+    /// Buckets' remotes.
+    pub fn remotes(&self) -> &Arc<Remotes> {
+        &self.remotes
     }
 
     /// The metadata this service writes.
@@ -183,10 +211,18 @@ impl ObjectService {
         })
     }
 
-    /// An object's manifest.
-    pub fn head_object(&self, bucket: &str, key: &str) -> Result<ObjectManifest, ObjectError> {
+    /// An object's manifest: the bucket's own, or (for a bucket that falls back to its
+    /// remote) one describing the remote's object.
+    pub async fn head_object(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<ObjectManifest, ObjectError> {
         self.head_bucket(bucket)?;
-        self.meta.object(bucket, key)?.ok_or(ObjectError::NoSuchKey)
+        match self.meta.object(bucket, key)? {
+            Some(m) => Ok(m),
+            None => self.fallback_head(bucket, key).await,
+        }
     }
 
     /// Fails early (before any byte is stored) when a conditional write cannot succeed; the
@@ -208,10 +244,10 @@ impl ObjectService {
     }
 
     /// Deletes an object; deleting a missing key succeeds, as in S3. Its pieces are queued for
-    /// deletion from their nodes.
-    pub fn delete_object(&self, bucket: &str, key: &str) -> Result<(), ObjectError> {
+    /// deletion from their nodes (and the key for the bucket's remote, if it has one).
+    pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<(), ObjectError> {
         self.head_bucket(bucket)?;
         self.meta.delete_object(bucket, key)?;
-        Ok(())
+        self.after_write(bucket, key).await
     }
 }

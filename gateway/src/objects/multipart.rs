@@ -180,7 +180,7 @@ impl ObjectService {
 
     /// Completes an upload from `chosen` parts (ascending numbers, each matching its ETag and
     /// any stated checksum, all but the last at least 5 MiB) and makes the object visible.
-    pub fn complete_upload(
+    pub async fn complete_upload(
         &self,
         bucket: &str,
         key: &str,
@@ -269,6 +269,7 @@ impl ObjectService {
         self.meta
             .complete_upload(bucket, key, &id, &manifest, expect)
             .map_err(meta_err)?;
+        self.after_write(bucket, key).await?;
         Ok(manifest)
     }
 

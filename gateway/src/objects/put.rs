@@ -135,6 +135,7 @@ impl ObjectService {
                 e => e.into(),
             })?;
         guard.committed = true;
+        self.after_write(&req.bucket, &req.key).await?;
         Ok(manifest)
     }
 

@@ -45,7 +45,7 @@ pub(super) async fn copy_object(
     let _permit = api.permit()?;
     let input = req.input;
     let (src_bucket, src_key) = source(&input.copy_source)?;
-    let src = api.objects.head_object(&src_bucket, &src_key)?;
+    let src = api.objects.head_object(&src_bucket, &src_key).await?;
     let replace = input
         .metadata_directive
         .as_ref()
@@ -103,7 +103,7 @@ pub(super) async fn upload_part_copy(
     let input = req.input;
     let number = super::multipart::part_number(input.part_number)?;
     let (src_bucket, src_key) = source(&input.copy_source)?;
-    let src = api.objects.head_object(&src_bucket, &src_key)?;
+    let src = api.objects.head_object(&src_bucket, &src_key).await?;
     let range = input
         .copy_source_range
         .as_deref()
@@ -116,6 +116,7 @@ pub(super) async fn upload_part_copy(
             &input.key,
             &input.upload_id,
             number,
+            &src_bucket,
             &src,
             range,
         )

@@ -30,6 +30,10 @@ pub fn to_s3(e: ObjectError) -> S3Error {
             tracing::warn!(error = %e, "storage network cannot serve the request");
             (S3ErrorCode::ServiceUnavailable, e.to_string())
         }
+        E::Remote(_) => {
+            tracing::warn!(error = %e, "the bucket's remote failed");
+            (S3ErrorCode::ServiceUnavailable, e.to_string())
+        }
         E::NoSuchUpload => (
             S3ErrorCode::NoSuchUpload,
             "The specified multipart upload does not exist.".into(),

@@ -364,7 +364,7 @@ impl S3 for S3Api {
     ) -> S3Result<S3Response<dto::GetObjectOutput>> {
         let permit = self.permit()?;
         let input = req.input;
-        let m = self.objects.head_object(&input.bucket, &input.key)?;
+        let m = self.objects.head_object(&input.bucket, &input.key).await?;
         conditions::Conditions {
             if_match: &input.if_match,
             if_none_match: &input.if_none_match,
@@ -391,18 +391,14 @@ impl S3 for S3Api {
         };
         let whole = range.start == 0 && range.end == m.size;
         let length = range.end - range.start;
-        // The first segment is read before answering, so an object the network cannot serve
+        // The first segment is read before answering, so an object that cannot be served
         // gets a clean S3 error rather than a 200 with a broken body. A later segment that
         // fails can only cut the body short (the client sees a truncated transfer, never
         // wrong bytes).
-        let mut stream = self.objects.read_object(&m, range)?;
-        let first = match stream.next().await {
-            Some(Ok(bytes)) => Some(Ok(bytes)),
-            Some(Err(e)) => return Err(e.into()),
-            None => None,
-        };
-        let stream = futures::stream::iter(first)
-            .chain(stream)
+        let stream = self
+            .objects
+            .open_read(&input.bucket, &input.key, &m, range)
+            .await?
             .map(move |chunk| {
                 let _held = &permit; // the request counts until its body is sent
                 chunk
@@ -445,7 +441,7 @@ impl S3 for S3Api {
         req: S3Request<dto::HeadObjectInput>,
     ) -> S3Result<S3Response<dto::HeadObjectOutput>> {
         let input = req.input;
-        let m = self.objects.head_object(&input.bucket, &input.key)?;
+        let m = self.objects.head_object(&input.bucket, &input.key).await?;
         conditions::Conditions {
             if_match: &input.if_match,
             if_none_match: &input.if_none_match,
@@ -485,7 +481,8 @@ impl S3 for S3Api {
         req: S3Request<dto::DeleteObjectInput>,
     ) -> S3Result<S3Response<dto::DeleteObjectOutput>> {
         self.objects
-            .delete_object(&req.input.bucket, &req.input.key)?;
+            .delete_object(&req.input.bucket, &req.input.key)
+            .await?;
         Ok(S3Response::new(dto::DeleteObjectOutput::default()))
     }
 
@@ -504,7 +501,7 @@ impl S3 for S3Api {
         let quiet = input.delete.quiet.unwrap_or(false);
         let (mut deleted, mut errors) = (Vec::new(), Vec::new());
         for object in input.delete.objects {
-            match self.objects.delete_object(&input.bucket, &object.key) {
+            match self.objects.delete_object(&input.bucket, &object.key).await {
                 Ok(()) => {
                     if !quiet {
                         deleted.push(dto::DeletedObject {

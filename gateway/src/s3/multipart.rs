@@ -167,13 +167,16 @@ pub(super) async fn complete(
         .map(chosen_part)
         .collect::<S3Result<Vec<_>>>()?;
     let expect = super::conditions::write_expectation(&input.if_match, &input.if_none_match)?;
-    let m = api.objects.complete_upload(
-        &input.bucket,
-        &input.key,
-        &input.upload_id,
-        &chosen,
-        &expect,
-    )?;
+    let m = api
+        .objects
+        .complete_upload(
+            &input.bucket,
+            &input.key,
+            &input.upload_id,
+            &chosen,
+            &expect,
+        )
+        .await?;
     let sums = checksum_fields(&m.checksums, m.parts.len());
     Ok(S3Response::new(dto::CompleteMultipartUploadOutput {
         location: Some(format!("/{}/{}", input.bucket, input.key)),

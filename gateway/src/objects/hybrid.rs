@@ -1,0 +1,335 @@
+//! What a bucket's remote (see [`crate::hybrid`]) adds to the object service:
+//!
+//! - **fallback**: a key the bucket does not have is looked up in the remote; if it is there,
+//!   a manifest with a [`Body::Remote`] body describes it and reads stream from the remote. With
+//!   `copy_in`, such a read also queues the object to be copied into the bucket (a bounded
+//!   queue drained by [`ObjectService::run_copy_in`]; when it is full the copy waits for a later
+//!   read).
+//! - **mirror**: [`ObjectService::sync_remote`] makes the remote's copy of a key match the local
+//!   state (upload or delete); the mirror worker ([`crate::mirror`]) calls it for queued keys,
+//!   and a write to a bucket mirrored synchronously calls it before it is acknowledged.
+//! - **mirror reads**: an object the node network cannot serve (fewer than `k` pieces of a
+//!   segment reachable) is served from the mirror when the mirror holds the same version (no
+//!   change of the key is still queued, and the sizes agree).
+
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use chunker::manifest::Body;
+use chunker::{ObjectManifest, WrappedKey};
+use futures::{stream, StreamExt, TryStreamExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::get::ObjectStream;
+use super::put::PutObject;
+use super::{ObjectError, ObjectService};
+use crate::hybrid::{MirrorMode, Remote, RemoteError, UploadMeta};
+use crate::meta::Expect;
+
+/// Objects waiting to be copied in from remotes.
+const COPY_IN_QUEUE: usize = 64;
+
+/// The bounded queue of objects to copy in: `(bucket, key)`.
+#[derive(Debug)]
+pub(super) struct CopyInQueue {
+    tx: mpsc::Sender<(String, String)>,
+    rx: Mutex<Option<mpsc::Receiver<(String, String)>>>,
+}
+
+impl CopyInQueue {
+    pub(super) fn new() -> Self {
+        let (tx, rx) = mpsc::channel(COPY_IN_QUEUE);
+        CopyInQueue {
+            tx,
+            rx: Mutex::new(Some(rx)),
+        }
+    }
+}
+
+/// A stream that must yield exactly `size` bytes: more or fewer is an error (a remote that
+/// sends the wrong length is not trusted).
+fn exact_length(stream: ObjectStream, size: u64) -> ObjectStream {
+    let wrong = |what: String| ObjectError::from(RemoteError::Corrupt(what));
+    stream::unfold(
+        (stream, 0u64, false),
+        move |(mut s, seen, done)| async move {
+            if done {
+                return None;
+            }
+            match s.next().await {
+                Some(Ok(chunk)) => {
+                    let seen = seen + chunk.len() as u64;
+                    if seen > size {
+                        let e = wrong(format!("more than the {size} bytes announced"));
+                        Some((Err(e), (s, seen, true)))
+                    } else {
+                        Some((Ok(chunk), (s, seen, false)))
+                    }
+                }
+                Some(Err(e)) => Some((Err(e), (s, seen, true))),
+                None if seen != size => {
+                    let e = wrong(format!("{seen} of the {size} bytes announced"));
+                    Some((Err(e), (s, seen, true)))
+                }
+                None => None,
+            }
+        },
+    )
+    .boxed()
+}
+
+impl ObjectService {
+    /// A manifest for `key` in the remote of `bucket`, if the bucket falls back to it and the
+    /// remote has it; [`ObjectError::NoSuchKey`] otherwise. Queues a copy-in if configured.
+    pub(super) async fn fallback_head(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<ObjectManifest, ObjectError> {
+        let (manifest, copy_in) = self.remote_manifest(bucket, key).await?;
+        if copy_in
+            && self
+                .copy_in
+                .tx
+                .try_send((bucket.to_string(), key.to_string()))
+                .is_err()
+        {
+            tracing::debug!(bucket, key, "copy-in queue full; a later read will copy it");
+        }
+        Ok(manifest)
+    }
+
+    /// A manifest describing `key` in `bucket`'s remote, and whether the bucket copies such
+    /// objects in; [`ObjectError::NoSuchKey`] unless the bucket falls back and the remote has it.
+    async fn remote_manifest(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<(ObjectManifest, bool), ObjectError> {
+        let remote = self.remotes.get(bucket).await?;
+        let Some(remote) = remote.filter(|r| r.config.fallback) else {
+            return Err(ObjectError::NoSuchKey);
+        };
+        let remote_key = remote.config.remote_key(key);
+        let found = remote
+            .store
+            .head(&remote_key)
+            .await?
+            .ok_or(ObjectError::NoSuchKey)?;
+        let manifest = ObjectManifest {
+            size: found.size,
+            etag: found.etag,
+            content_type: found.content_type,
+            user_metadata: found.user_metadata,
+            checksums: Vec::new(),
+            created_ms: found.last_modified_ms,
+            wrapped_key: WrappedKey::from_bytes(Vec::new()),
+            parts: Vec::new(),
+            body: Body::Remote { key: remote_key },
+        };
+        Ok((manifest, remote.config.copy_in))
+    }
+
+    /// Streams `range` of the object `remote_key` in `bucket`'s remote.
+    pub(super) async fn read_remote(
+        &self,
+        bucket: &str,
+        remote_key: &str,
+        range: Range<u64>,
+    ) -> Result<ObjectStream, ObjectError> {
+        let remote = self.remotes.get(bucket).await?.ok_or_else(|| {
+            ObjectError::Remote(RemoteError::Refused(format!(
+                "bucket {bucket} has no remote any more"
+            )))
+        })?;
+        let want = range.end - range.start;
+        let body = remote
+            .store
+            .get(remote_key, range)
+            .await?
+            .map_err(ObjectError::from)
+            .boxed();
+        Ok(exact_length(body, want))
+    }
+
+    /// For an object of `bucket` the nodes cannot serve: the same bytes from the bucket's
+    /// mirror, if it holds this version (nothing queued for the key, same size).
+    pub(super) async fn read_mirror(
+        &self,
+        bucket: &str,
+        key: &str,
+        manifest: &ObjectManifest,
+        range: Range<u64>,
+    ) -> Option<ObjectStream> {
+        let remote = self.remotes.get(bucket).await.ok()??;
+        if remote.config.mirror == MirrorMode::Off {
+            return None;
+        }
+        if !matches!(self.meta.mirror_entry(bucket, key), Ok(None)) {
+            tracing::info!(
+                bucket,
+                key,
+                "unreadable from nodes; the mirror is not up to date"
+            );
+            return None;
+        }
+        let remote_key = remote.config.remote_key(key);
+        match remote.store.head(&remote_key).await {
+            Ok(Some(o)) if o.size == manifest.size => {}
+            other => {
+                tracing::info!(bucket, key, found = ?other.map(|o| o.map(|o| o.size)), "unreadable from nodes; the mirror does not have it");
+                return None;
+            }
+        }
+        let mut stream = self.read_remote(bucket, &remote_key, range).await.ok()?;
+        let first = stream.next().await;
+        match first {
+            Some(Err(e)) => {
+                tracing::warn!(bucket, key, error = %e, "the mirror failed too");
+                None
+            }
+            first => {
+                tracing::info!(bucket, key, "unreadable from nodes; served from the mirror");
+                Some(stream::iter(first).chain(stream).boxed())
+            }
+        }
+    }
+
+    /// Makes `bucket`/`key`'s copy in `remote` match the local state: with mirroring, the
+    /// remote holds what the bucket holds (uploaded, or deleted if the key is gone here); a
+    /// tiered bucket's remote holds only its tiered objects (a stale copy of an object that was
+    /// overwritten here is deleted); a fallback-only remote loses only what is deleted here.
+    pub async fn sync_remote(
+        &self,
+        remote: &Remote,
+        bucket: &str,
+        key: &str,
+    ) -> Result<(), RemoteError> {
+        let remote_key = remote.config.remote_key(key);
+        let local = self
+            .meta
+            .object(bucket, key)
+            .map_err(|e| RemoteError::Source(e.to_string()))?;
+        match local {
+            None => remote.store.delete(&remote_key).await,
+            // Its bytes live in the remote.
+            Some(ObjectManifest {
+                body: Body::Remote { .. },
+                ..
+            }) => Ok(()),
+            Some(m) if remote.config.mirror != MirrorMode::Off => {
+                self.upload_to_remote(remote, bucket, key, &m).await
+            }
+            Some(_) if remote.config.tier.is_some() => remote.store.delete(&remote_key).await,
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Copies the object `m` of `bucket`/`key` (its plaintext, content type and user metadata)
+    /// to `remote`.
+    pub(crate) async fn upload_to_remote(
+        &self,
+        remote: &Remote,
+        bucket: &str,
+        key: &str,
+        m: &ObjectManifest,
+    ) -> Result<(), RemoteError> {
+        let source = |e: ObjectError| RemoteError::Source(e.to_string());
+        let body = self
+            .read_object(bucket, m, 0..m.size)
+            .await
+            .map_err(source)?
+            .map_err(source)
+            .boxed();
+        let meta = UploadMeta {
+            content_type: m.content_type.clone(),
+            user_metadata: m.user_metadata.clone(),
+        };
+        remote
+            .store
+            .put(&remote.config.remote_key(key), &meta, m.size, body)
+            .await
+    }
+
+    /// After a committed write or delete of `bucket`/`key`: a bucket mirrored synchronously
+    /// acknowledges only once its remote matches. On failure the change stays queued (the
+    /// worker retries) and the client is told the remote is unavailable.
+    pub(super) async fn after_write(&self, bucket: &str, key: &str) -> Result<(), ObjectError> {
+        let Some(remote) = self.remotes.get(bucket).await? else {
+            return Ok(());
+        };
+        if remote.config.mirror != MirrorMode::Sync {
+            return Ok(());
+        }
+        let Some(entry) = self.meta.mirror_entry(bucket, key)? else {
+            return Ok(());
+        };
+        self.sync_remote(&remote, bucket, key).await?;
+        self.meta.mirror_done(bucket, key, entry.seq)?;
+        Ok(())
+    }
+
+    /// Copies objects that fallback reads found only in remotes into their buckets, until
+    /// `cancel` fires. An object written here meanwhile is left alone.
+    pub async fn run_copy_in(self: Arc<Self>, cancel: CancellationToken) {
+        let rx = self
+            .copy_in
+            .rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let Some(mut rx) = rx else { return };
+        loop {
+            let next = tokio::select! {
+                n = rx.recv() => n,
+                () = cancel.cancelled() => return,
+            };
+            let Some((bucket, key)) = next else { return };
+            match self.copy_in(&bucket, &key).await {
+                Ok(true) => tracing::info!(bucket, key, "copied in from the remote"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(bucket, key, error = %e, "copy-in failed"),
+            }
+        }
+    }
+
+    /// Copies `bucket`/`key` in from the bucket's remote; `false` if there was nothing to do.
+    async fn copy_in(&self, bucket: &str, key: &str) -> Result<bool, ObjectError> {
+        if self.meta.object(bucket, key)?.is_some() {
+            return Ok(false);
+        }
+        let m = match self.remote_manifest(bucket, key).await {
+            Ok((m, _)) => m,
+            Err(ObjectError::NoSuchKey) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let body = self.read_object(bucket, &m, 0..m.size).await?;
+        // A plain MD5 ETag (not a multipart one) lets the copy be checked end to end.
+        let etag = m.etag.clone();
+        let checkable = etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit());
+        let put = PutObject {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            content_type: m.content_type.clone(),
+            user_metadata: m.user_metadata.clone(),
+            checksums: Vec::new(),
+            expect: Expect::Absent,
+        };
+        let verify = move |d: &crate::digest::Digests| {
+            if checkable && !d.etag().eq_ignore_ascii_case(&etag) {
+                Err(ObjectError::from(RemoteError::Corrupt(format!(
+                    "the remote's bytes hash to {}, its ETag says {etag}",
+                    d.etag()
+                ))))
+            } else {
+                Ok(())
+            }
+        };
+        match self.put_object(put, body, verify).await {
+            Ok(_) => Ok(true),
+            Err(ObjectError::PreconditionFailed) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
