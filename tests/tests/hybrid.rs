@@ -397,6 +397,49 @@ async fn fallback_serves_missing_keys_and_copies_them_in() {
     // Local writes stay local (no mirroring); a delete removes the remote's copy too, so the
     // key does not come back through the fallback.
     put(&s3, "site", "new", b"fresh").await;
+
+    // Listings show both sides (once each), in order, with delimiters and pages.
+    let all = s3.list_objects_v2().bucket("site").send().await.unwrap();
+    let keys: Vec<&str> = all.contents().iter().filter_map(|o| o.key()).collect();
+    assert_eq!(keys, ["new", "old/a", "old/b"]);
+    assert_eq!(all.contents()[2].size(), Some(old_b.len() as i64));
+    let rolled = s3
+        .list_objects_v2()
+        .bucket("site")
+        .delimiter("/")
+        .send()
+        .await
+        .unwrap();
+    let keys: Vec<&str> = rolled.contents().iter().filter_map(|o| o.key()).collect();
+    let prefixes: Vec<&str> = rolled
+        .common_prefixes()
+        .iter()
+        .filter_map(|p| p.prefix())
+        .collect();
+    assert_eq!((keys, prefixes), (vec!["new"], vec!["old/"]));
+    let mut paged = Vec::new();
+    let mut token = None;
+    loop {
+        let page = s3
+            .list_objects_v2()
+            .bucket("site")
+            .max_keys(1)
+            .set_continuation_token(token)
+            .send()
+            .await
+            .unwrap();
+        paged.extend(
+            page.contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_string)),
+        );
+        token = page.next_continuation_token().map(str::to_string);
+        if token.is_none() {
+            break;
+        }
+    }
+    assert_eq!(paged, ["new", "old/a", "old/b"]);
+
     s3.delete_object()
         .bucket("site")
         .key("old/b")

@@ -281,6 +281,15 @@ pub struct RemoteObject {
     pub user_metadata: BTreeMap<String, String>,
 }
 
+/// One page of a remote listing (keys with the remote's prefix, in UTF-8 byte order).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RemoteListing {
+    pub objects: Vec<(String, RemoteObject)>,
+    pub common_prefixes: Vec<String>,
+    /// More entries follow.
+    pub truncated: bool,
+}
+
 /// What an upload to a remote carries besides its bytes.
 #[derive(Debug, Clone, Default)]
 pub struct UploadMeta {
@@ -310,6 +319,15 @@ pub trait RemoteStore: Send + Sync + std::fmt::Debug {
     ) -> Result<(), RemoteError>;
     /// Deletes a key; a missing key is not an error.
     async fn delete(&self, key: &str) -> Result<(), RemoteError>;
+    /// Up to `max` (≤ 1000) entries under `prefix` strictly after `after`, keys rolled up into
+    /// common prefixes at `delimiter`. Listed objects carry no content type or metadata.
+    async fn list(
+        &self,
+        prefix: &str,
+        delimiter: Option<&str>,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<RemoteListing, RemoteError>;
 }
 
 /// Per-bucket remote configurations, with one client each (built when first needed, dropped

@@ -13,7 +13,8 @@ use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt};
 
 use super::{
-    ByteStream, Credentials, RemoteConfig, RemoteError, RemoteObject, RemoteStore, UploadMeta,
+    ByteStream, Credentials, RemoteConfig, RemoteError, RemoteListing, RemoteObject, RemoteStore,
+    UploadMeta,
 };
 
 /// Bodies up to this size go in one PUT; larger ones as multipart uploads with parts of at
@@ -340,6 +341,41 @@ impl RemoteStore for S3Remote {
             .await
             .map_err(classify)?;
         Ok(())
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        delimiter: Option<&str>,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<RemoteListing, RemoteError> {
+        let out = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .set_delimiter(delimiter.map(str::to_string))
+            .set_start_after(after.map(str::to_string))
+            .max_keys(i32::try_from(max.min(1000)).unwrap_or(1000))
+            .send()
+            .await
+            .map_err(classify)?;
+        let mut listing = RemoteListing {
+            truncated: out.is_truncated().unwrap_or(false),
+            ..RemoteListing::default()
+        };
+        for o in out.contents() {
+            let Some(key) = o.key() else { continue };
+            let found = remote_object(o.size(), o.e_tag(), o.last_modified(), None, None)?;
+            listing.objects.push((key.to_string(), found));
+        }
+        listing.common_prefixes = out
+            .common_prefixes()
+            .iter()
+            .filter_map(|p| p.prefix().map(str::to_string))
+            .collect();
+        Ok(listing)
     }
 
     async fn delete(&self, key: &str) -> Result<(), RemoteError> {

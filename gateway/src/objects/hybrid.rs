@@ -22,9 +22,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::get::ObjectStream;
+use super::list::{ListPage, ListQuery};
 use super::put::PutObject;
-use super::{ObjectError, ObjectService};
-use crate::hybrid::{MirrorMode, Remote, RemoteError, UploadMeta};
+use super::{ObjectError, ObjectInfo, ObjectService};
+use crate::hybrid::{MirrorMode, Remote, RemoteError, RemoteObject, UploadMeta};
 use crate::meta::Expect;
 
 /// Objects waiting to be copied in from remotes.
@@ -79,6 +80,21 @@ fn exact_length(stream: ObjectStream, size: u64) -> ObjectStream {
     .boxed()
 }
 
+/// A manifest describing a remote's object (not stored: it says where the bytes are).
+fn described(found: RemoteObject, remote_key: String) -> ObjectManifest {
+    ObjectManifest {
+        size: found.size,
+        etag: found.etag,
+        content_type: found.content_type,
+        user_metadata: found.user_metadata,
+        checksums: Vec::new(),
+        created_ms: found.last_modified_ms,
+        wrapped_key: WrappedKey::from_bytes(Vec::new()),
+        parts: Vec::new(),
+        body: Body::Remote { key: remote_key },
+    }
+}
+
 impl ObjectService {
     /// A manifest for `key` in the remote of `bucket`, if the bucket falls back to it and the
     /// remote has it; [`ObjectError::NoSuchKey`] otherwise. Queues a copy-in if configured.
@@ -117,18 +133,57 @@ impl ObjectService {
             .head(&remote_key)
             .await?
             .ok_or(ObjectError::NoSuchKey)?;
-        let manifest = ObjectManifest {
-            size: found.size,
-            etag: found.etag,
-            content_type: found.content_type,
-            user_metadata: found.user_metadata,
-            checksums: Vec::new(),
-            created_ms: found.last_modified_ms,
-            wrapped_key: WrappedKey::from_bytes(Vec::new()),
-            parts: Vec::new(),
-            body: Body::Remote { key: remote_key },
+        Ok((described(found, remote_key), remote.config.copy_in))
+    }
+
+    /// For a bucket that falls back to a remote: the remote's page of listing `q` (its keys
+    /// without the remote's prefix, nothing at or before `q.after`).
+    pub(super) async fn list_remote(
+        &self,
+        bucket: &str,
+        q: &ListQuery,
+    ) -> Result<Option<ListPage>, ObjectError> {
+        let remote = self.remotes.get(bucket).await?;
+        let Some(remote) = remote.filter(|r| r.config.fallback) else {
+            return Ok(None);
         };
-        Ok((manifest, remote.config.copy_in))
+        if q.max_keys == 0 {
+            return Ok(Some(ListPage::default()));
+        }
+        let rp = &remote.config.prefix;
+        let after = q.after.as_ref().map(|a| format!("{rp}{a}"));
+        let listing = remote
+            .store
+            .list(
+                &format!("{rp}{}", q.prefix),
+                q.delimiter.as_deref().filter(|d| !d.is_empty()),
+                after.as_deref(),
+                q.max_keys,
+            )
+            .await?;
+        let ours = |name: &str| {
+            let name = name.strip_prefix(rp.as_str())?;
+            let past = q.after.as_deref().is_none_or(|a| name > a);
+            (past && name.starts_with(&q.prefix)).then(|| name.to_string())
+        };
+        let mut page = ListPage {
+            truncated: listing.truncated,
+            ..ListPage::default()
+        };
+        for (remote_key, found) in listing.objects {
+            if let Some(key) = ours(&remote_key) {
+                page.objects.push(ObjectInfo {
+                    key,
+                    manifest: described(found, remote_key),
+                });
+            }
+        }
+        page.common_prefixes = listing
+            .common_prefixes
+            .iter()
+            .filter_map(|p| ours(p))
+            .collect();
+        Ok(Some(page))
     }
 
     /// Streams `range` of the object `remote_key` in `bucket`'s remote.

@@ -545,7 +545,7 @@ impl S3 for S3Api {
             after,
             max_keys,
         };
-        let page = self.objects.list_objects(&input.bucket, &q)?;
+        let page = self.objects.list_objects(&input.bucket, &q).await?;
         Ok(S3Response::new(dto::ListObjectsV2Output {
             name: Some(input.bucket),
             prefix: input.prefix.as_deref().map(encode),
@@ -576,7 +576,7 @@ impl S3 for S3Api {
             after: input.marker.clone().filter(|m| !m.is_empty()),
             max_keys,
         };
-        let page = self.objects.list_objects(&input.bucket, &q)?;
+        let page = self.objects.list_objects(&input.bucket, &q).await?;
         Ok(S3Response::new(dto::ListObjectsOutput {
             name: Some(input.bucket),
             prefix: input.prefix.as_deref().map(encode),
