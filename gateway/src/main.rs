@@ -127,6 +127,9 @@ struct RemoteSet {
     /// Move objects at least this large (e.g. 100MiB) to the remote.
     #[arg(long)]
     tier_larger_than: Option<String>,
+    /// Parity in the cloud: new segments' parity pieces go to the remote, data pieces to nodes.
+    #[arg(long)]
+    parity: bool,
     /// Static credentials: the access key id (the secret comes from
     /// REMOTE_SECRET_ACCESS_KEY or --secret-access-key-file).
     #[arg(long)]
@@ -364,6 +367,7 @@ fn remote_config(set: RemoteSet) -> anyhow::Result<(String, RemoteConfig)> {
         copy_in,
         tier_older_than,
         tier_larger_than,
+        parity,
         access_key_id,
         secret_access_key,
         secret_access_key_file,
@@ -418,6 +422,7 @@ fn remote_config(set: RemoteSet) -> anyhow::Result<(String, RemoteConfig)> {
                 older_than: tier_older_than,
                 larger_than: tier_larger_than,
             }),
+            parity,
         },
     ))
 }
@@ -431,7 +436,7 @@ async fn remote(config: Option<PathBuf>, action: RemoteAction) -> anyhow::Result
     let show = |b: &BucketRemote| {
         let r = &b.remote;
         println!(
-            "{} -> {}{}/{} ({}) mirror {:?}, fallback {}{}{}; {} queued, lag {} s, {} failing",
+            "{} -> {}{}/{} ({}) mirror {:?}, fallback {}{}{}{}; {} queued, lag {} s, {} failing",
             b.bucket,
             r.endpoint
                 .as_deref()
@@ -451,6 +456,7 @@ async fn remote(config: Option<PathBuf>, action: RemoteAction) -> anyhow::Result
                     .as_ref()
                     .map_or(String::new(), |l| format!("larger than {l}")),
             )),
+            if r.parity { ", parity pieces" } else { "" },
             b.backlog.queued,
             b.backlog.lag_secs,
             b.backlog.failing,

@@ -72,6 +72,33 @@ pub struct Nodes {
     allowed: Vec<PeerId>,
     /// The state of a node seen for the first time (vetting, unless vetting is off).
     first_state: NodeState,
+    /// Stand-ins for buckets' remotes that hold parity pieces: always online, never placement
+    /// candidates, never audited.
+    remote_peers: Arc<RemotePeers>,
+}
+
+/// Stand-in peers of buckets' remotes that hold parity pieces (hybrid "parity in the cloud"):
+/// peer → bucket. [`crate::hybrid::Remotes`] registers them, [`Nodes`] counts them online.
+#[derive(Debug, Default)]
+pub struct RemotePeers(RwLock<HashMap<PeerId, String>>);
+
+impl RemotePeers {
+    /// Registers `peer` as the stand-in for `bucket`'s remote.
+    pub fn add(&self, peer: PeerId, bucket: &str) {
+        self.0
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(peer, bucket.to_string());
+    }
+
+    /// The bucket whose remote `peer` stands for, if it is such a stand-in.
+    pub fn bucket(&self, peer: &PeerId) -> Option<String> {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(peer)
+            .cloned()
+    }
 }
 
 impl std::fmt::Debug for Nodes {
@@ -127,7 +154,18 @@ impl Nodes {
             heartbeat,
             allowed,
             first_state,
+            remote_peers: Arc::new(RemotePeers::default()),
         })
+    }
+
+    /// The stand-in peers of remotes (shared with [`crate::hybrid::Remotes`]).
+    pub fn remote_peers(&self) -> Arc<RemotePeers> {
+        self.remote_peers.clone()
+    }
+
+    /// The bucket whose remote `peer` stands for, if it is such a stand-in.
+    pub fn remote_bucket(&self, peer: &PeerId) -> Option<String> {
+        self.remote_peers.bucket(peer)
     }
 
     /// Handles a registration or heartbeat from `peer`.
@@ -204,8 +242,11 @@ impl Nodes {
         self.all().into_iter().filter(|n| n.online).collect()
     }
 
-    /// Whether `peer` is online now.
+    /// Whether `peer` is online now (a remote's stand-in always is).
     pub fn is_online(&self, peer: &PeerId) -> bool {
+        if self.remote_bucket(peer).is_some() {
+            return true;
+        }
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
         entries
             .get(peer)
@@ -224,6 +265,9 @@ impl Nodes {
     /// How long `peer` has been unreachable: `None` while it is online, else the time since it
     /// was last seen (or since this registry started, for a node not seen since).
     pub fn missing_for(&self, peer: &PeerId) -> Option<Duration> {
+        if self.remote_bucket(peer).is_some() {
+            return None;
+        }
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
         match entries.get(peer) {
             Some(e) if self.entry_online(peer, e) => None,

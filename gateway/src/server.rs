@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::Auditor;
 use crate::config::Config;
+use crate::hybrid::pieces::RoutedPieces;
 use crate::hybrid::Remotes;
 use crate::meta::Meta;
 use crate::mirror::Mirror;
@@ -106,16 +107,24 @@ impl Gateway {
             config.allowed_nodes.clone(),
             crate::reputation::NodeReputation::new(&config.policy, 0).state,
         )?);
-        let net: Arc<dyn PieceNet> = Arc::new(Libp2pPieces::new(
-            NodeClient::new(host.clone()),
-            config.node_timeout,
+        let remotes = Arc::new(
+            Remotes::new(meta.clone(), master.clone(), nodes.remote_peers())
+                .context("load the buckets' remotes")?,
+        );
+        // Pieces go to nodes over libp2p, or (parity in the cloud) to a bucket's remote.
+        let net: Arc<dyn PieceNet> = Arc::new(RoutedPieces::new(
+            Arc::new(Libp2pPieces::new(
+                NodeClient::new(host.clone()),
+                config.node_timeout,
+            )),
+            remotes.clone(),
+            nodes.remote_peers(),
         ));
         let health = Arc::new(Health::new(
             meta.clone(),
             nodes.clone(),
             config.repair.clone(),
         ));
-        let remotes = Arc::new(Remotes::new(meta.clone(), master.clone()));
         let objects = Arc::new(ObjectService::new(
             meta.clone(),
             nodes.clone(),

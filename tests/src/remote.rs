@@ -132,6 +132,7 @@ impl RemoteS3 {
             fallback,
             copy_in: false,
             tier: None,
+            parity: false,
         }
     }
 

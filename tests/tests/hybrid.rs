@@ -489,6 +489,7 @@ async fn real_aws_mirror_round_trip_when_configured() {
         fallback: true,
         copy_in: false,
         tier: None,
+        parity: false,
     };
     pair(&cluster, "real", &config).await;
     let data = test_bytes(12_000_000, 40);
@@ -650,6 +651,130 @@ async fn tiering_moves_objects_to_the_remote_and_reads_follow_them() {
         .await
         .unwrap_err();
     assert_eq!(code(&e.into_service_error()), "ServiceUnavailable");
+    remote.stop().await;
+    cluster.stop().await;
+}
+
+/// The piece objects in the remote bucket `parity`.
+async fn parity_pieces(remote: &RemoteS3) -> Vec<String> {
+    let listed = remote
+        .client()
+        .list_objects_v2()
+        .bucket("parity")
+        .prefix(".pieces/")
+        .send()
+        .await
+        .unwrap();
+    listed
+        .contents()
+        .iter()
+        .filter_map(|o| o.key().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parity_in_the_cloud_keeps_objects_readable_and_repairable_without_m_data_nodes() {
+    let mut remote = RemoteS3::start().await;
+    remote.create_bucket("parity").await;
+    let mut cluster = Cluster::start(6, |c| {
+        c.vetting_audits = 0;
+        c.offline_grace = "1s".into();
+        c.repair_interval = "200ms".into();
+    })
+    .await;
+    let s3 = cluster.client();
+    s3.create_bucket().bucket("vault").send().await.unwrap();
+    let mut config = remote.config("parity", MirrorMode::Off, false);
+    config.parity = true;
+    pair(&cluster, "vault", &config).await;
+
+    let data = test_bytes(10_000_000, 70);
+    put(&s3, "vault", "doc", &data).await;
+    let manifest = cluster
+        .gateway
+        .meta
+        .object("vault", "doc")
+        .unwrap()
+        .unwrap();
+    let chunker::manifest::Body::Segments(segments) = &manifest.body else {
+        panic!("not on nodes");
+    };
+    let stand_in = gateway::nodes::node_id(&gateway::hybrid::parity_peer("vault"));
+    for seg in segments {
+        let k = seg.params.k();
+        assert!(seg.pieces[..k]
+            .iter()
+            .all(|p| p.node.as_ref() != Some(&stand_in)));
+        assert!(seg.pieces[k..]
+            .iter()
+            .all(|p| p.node.as_ref() == Some(&stand_in)));
+    }
+    // The remote holds the parity pieces, and nothing readable.
+    let stored = parity_pieces(&remote).await;
+    assert_eq!(stored.len(), 2 * segments.len());
+    for key in &stored {
+        let bytes = remote.object("parity", key).await.unwrap();
+        assert!(
+            !bytes.windows(64).any(|w| w == &data[..64]),
+            "plaintext in {key}"
+        );
+    }
+    assert_eq!(get(&s3, "vault", "doc").await, data);
+
+    // Two nodes holding data pieces of the first segment stop: reads use the cloud's parity,
+    // and repair rebuilds the lost data pieces on the remaining nodes.
+    let holders: Vec<usize> = segments[0].pieces[..2]
+        .iter()
+        .map(|p| {
+            let peer = gateway::nodes::peer_of(p.node.as_ref().unwrap()).unwrap();
+            cluster.nodes.iter().position(|n| n.peer == peer).unwrap()
+        })
+        .collect();
+    let stopped: Vec<_> = holders
+        .iter()
+        .map(|&i| gateway::nodes::node_id(&cluster.nodes[i].peer))
+        .collect();
+    for &i in &holders {
+        cluster.stop_node(i).await;
+    }
+    assert_eq!(get(&s3, "vault", "doc").await, data);
+    let start = std::time::Instant::now();
+    loop {
+        let m = cluster
+            .gateway
+            .meta
+            .object("vault", "doc")
+            .unwrap()
+            .unwrap();
+        let on_stopped = gateway::meta::placed_pieces(&m)
+            .iter()
+            .any(|p| stopped.contains(&p.node));
+        if !on_stopped && cluster.gateway.health.worst(&m) == Some(6) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "not repaired");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Repaired: the nodes alone serve it again, even with the remote down.
+    remote.stop().await;
+    assert_eq!(get(&s3, "vault", "doc").await, data);
+    remote.restart().await;
+
+    // Deleting the object deletes its pieces in the cloud too.
+    s3.delete_object()
+        .bucket("vault")
+        .key("doc")
+        .send()
+        .await
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !parity_pieces(&remote).await.is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "parity pieces left"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     remote.stop().await;
     cluster.stop().await;
 }

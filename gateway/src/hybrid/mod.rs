@@ -7,10 +7,13 @@
 //! - [`RemoteStore`]: the few operations the gateway needs from a remote bucket, behind a trait;
 //!   [`s3::S3Remote`] implements it with `aws-sdk-s3`.
 //! - [`Remotes`]: the per-bucket configurations and one client per bucket, built on first use.
+//! - [`pieces::RoutedPieces`]: pieces whose "node" is a remote's stand-in peer
+//!   ([`parity_peer`]) are stored as objects in that remote (parity in the cloud).
 //!
 //! The mirror queue and its worker are in [`crate::mirror`]; reads that fall back to the remote
 //! and writes that wait for it are in the object service ([`crate::objects`]).
 
+pub mod pieces;
 pub mod s3;
 
 use std::collections::{BTreeMap, HashMap};
@@ -24,6 +27,7 @@ use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
 use crate::meta::{Meta, MetaError, RemoteRecord};
+use crate::nodes::RemotePeers;
 
 /// Format byte of a stored configuration (JSON follows).
 const CONFIG_FORMAT: u8 = 1;
@@ -120,6 +124,24 @@ pub struct RemoteConfig {
     /// deleted from the nodes); reads follow them there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tier: Option<TierPolicy>,
+    /// Parity in the cloud: each new segment's `m` parity pieces are stored in the remote (as
+    /// objects under `<prefix>.pieces/`), its `k` data pieces on nodes, so the remote holds no
+    /// readable data but can always stand in for `m` lost nodes.
+    #[serde(default)]
+    pub parity: bool,
+}
+
+/// The stand-in peer id of `bucket`'s remote in manifests (for pieces stored there): a peer id
+/// built from a hash, which no node can have (a node's id is its public key).
+pub fn parity_peer(bucket: &str) -> libp2p::PeerId {
+    let digest = blake3::hash(format!("gateway remote parity\0{bucket}").as_bytes());
+    match libp2p::multihash::Multihash::<64>::wrap(0x12, digest.as_bytes())
+        .map_err(|e| e.to_string())
+        .and_then(|h| libp2p::PeerId::from_multihash(h).map_err(|_| "not a peer id".into()))
+    {
+        Ok(peer) => peer,
+        Err(e) => unreachable!("a 32-byte sha2-256 multihash is a peer id: {e}"),
+    }
 }
 
 /// Which objects a tiered bucket keeps in its remote: those matching every given condition.
@@ -187,8 +209,8 @@ impl RemoteConfig {
         if self.copy_in && !self.fallback {
             return invalid("copy_in needs fallback");
         }
-        if self.mirror == MirrorMode::Off && !self.fallback && self.tier.is_none() {
-            return invalid("set at least one of mirror, fallback and tier");
+        if self.mirror == MirrorMode::Off && !self.fallback && self.tier.is_none() && !self.parity {
+            return invalid("set at least one of mirror, fallback, tier and parity");
         }
         if let Some(t) = &self.tier {
             if t.older_than.is_none() && t.larger_than.is_none() {
@@ -335,6 +357,7 @@ pub trait RemoteStore: Send + Sync + std::fmt::Debug {
 pub struct Remotes {
     meta: Arc<Meta>,
     master: Arc<MasterKey>,
+    peers: Arc<RemotePeers>,
     clients: Mutex<HashMap<String, Remote>>,
 }
 
@@ -352,12 +375,25 @@ pub struct Remote {
 }
 
 impl Remotes {
-    pub fn new(meta: Arc<Meta>, master: Arc<MasterKey>) -> Self {
-        Remotes {
+    /// The remotes in `meta`; those holding parity pieces get their stand-in peer registered
+    /// in `peers`.
+    pub fn new(
+        meta: Arc<Meta>,
+        master: Arc<MasterKey>,
+        peers: Arc<RemotePeers>,
+    ) -> Result<Self, ConfigError> {
+        let remotes = Remotes {
             meta,
             master,
+            peers,
             clients: Mutex::new(HashMap::new()),
+        };
+        for (bucket, config) in remotes.all()? {
+            if config.parity {
+                remotes.peers.add(parity_peer(&bucket), &bucket);
+            }
         }
+        Ok(remotes)
     }
 
     fn clients(&self) -> std::sync::MutexGuard<'_, HashMap<String, Remote>> {
@@ -411,22 +447,31 @@ impl Remotes {
         };
         self.meta.set_remote(bucket, &record, mirrored)?;
         self.clients().remove(bucket);
+        if config.parity {
+            self.peers.add(parity_peer(bucket), bucket);
+        }
         Ok(())
     }
 
-    /// Refuses to move or drop `bucket`'s remote while objects of the bucket live there.
+    /// Refuses to move or drop `bucket`'s remote while objects of the bucket (tiered) or
+    /// pieces of them (parity) live there.
     fn refuse_if_tiered(&self, bucket: &str) -> Result<(), ConfigError> {
-        let mut tiered = None;
+        let peer = crate::nodes::node_id(&parity_peer(bucket));
+        let mut found = None;
         self.meta.scan_objects(bucket, "", b"", |o| {
-            if matches!(o.manifest.body, chunker::manifest::Body::Remote { .. }) {
-                tiered = Some(o.key);
+            if matches!(o.manifest.body, chunker::manifest::Body::Remote { .. })
+                || crate::meta::placed_pieces(&o.manifest)
+                    .iter()
+                    .any(|p| p.node == peer)
+            {
+                found = Some(o.key);
             }
-            Ok(tiered.is_none())
+            Ok(found.is_none())
         })?;
-        match tiered {
+        match found {
             Some(key) => Err(ConfigError::Invalid(format!(
-                "objects of this bucket (such as {key:?}) live in its remote; \
-                 the remote's endpoint, bucket and prefix cannot change while they do"
+                "data of this bucket (such as object {key:?}) lives in its remote; \
+                 the remote's endpoint, bucket and prefix cannot change while it does"
             ))),
             None => Ok(()),
         }
@@ -530,6 +575,7 @@ mod tests {
             fallback: false,
             copy_in: false,
             tier: None,
+            parity: false,
         }
     }
 
@@ -539,7 +585,7 @@ mod tests {
         let meta = Arc::new(Meta::open(&dir.path().join("m")).unwrap());
         let master = Arc::new(MasterKey::from_bytes(&[7; 32]).unwrap());
         meta.create_bucket("local", 1).unwrap();
-        let remotes = Remotes::new(meta.clone(), master);
+        let remotes = Remotes::new(meta.clone(), master, Default::default()).unwrap();
         remotes.set("local", &config()).unwrap();
         let raw = meta.remote("local").unwrap().unwrap();
         assert!(!String::from_utf8_lossy(&raw.config).contains("SECRET"));

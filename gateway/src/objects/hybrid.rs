@@ -307,6 +307,18 @@ impl ObjectService {
             .await
     }
 
+    /// Where new segments of `bucket` put their parity pieces instead of nodes: its remote's
+    /// stand-in peer when the bucket keeps parity in the cloud.
+    pub(super) async fn parity_target(
+        &self,
+        bucket: &str,
+    ) -> Result<Option<libp2p::PeerId>, ObjectError> {
+        let remote = self.remotes.get(bucket).await?;
+        Ok(remote
+            .filter(|r| r.config.parity)
+            .map(|_| crate::hybrid::parity_peer(bucket)))
+    }
+
     /// After a committed write or delete of `bucket`/`key`: a bucket mirrored synchronously
     /// acknowledges only once its remote matches. On failure the change stays queued (the
     /// worker retries) and the client is told the remote is unavailable.

@@ -157,6 +157,7 @@ impl ObjectService {
             stream: number,
             allow_inline: false,
             checksums: &algorithms,
+            parity_to: self.parity_target(bucket).await?,
         };
         let (body, digests) = self.store_body(&guard.id, spec, data_key, body).await?;
         verify(&digests)?;

@@ -48,6 +48,8 @@ pub(super) struct BodySpec<'a> {
     pub stream: u32,
     pub allow_inline: bool,
     pub checksums: &'a [ChecksumAlgorithm],
+    /// Where parity pieces go instead of nodes (a remote's stand-in peer: parity in the cloud).
+    pub parity_to: Option<PeerId>,
 }
 
 /// The digests and the segment encoder travel together into blocking tasks and back.
@@ -113,6 +115,7 @@ impl ObjectService {
             stream: 0,
             allow_inline: true,
             checksums: &req.checksums,
+            parity_to: self.parity_target(&req.bucket).await?,
         };
         let (body, digests) = self.store_body(&guard.id, spec, data_key, body).await?;
         verify(&digests)?;
@@ -210,7 +213,7 @@ impl ObjectService {
         let consume = async {
             let mut records = Vec::new();
             while let Some(segment) = rx.recv().await {
-                records.push(self.store_segment(upload, segment).await?);
+                records.push(self.store_segment(upload, segment, spec.parity_to).await?);
             }
             Ok::<_, ObjectError>(records)
         };
@@ -223,31 +226,39 @@ impl ObjectService {
         }
     }
 
-    /// Places one segment's `k + m` pieces on distinct nodes, replacing a node that fails with
-    /// the next in placement order, and returns once the write quorum holds them (waiting up to
-    /// the write grace for the rest).
+    /// Places one segment's `k + m` pieces on distinct nodes (or its data pieces on nodes and
+    /// its parity pieces at `parity_to`), replacing a node that fails with the next in
+    /// placement order, and returns once the write quorum holds them (waiting up to the write
+    /// grace for the rest).
     async fn store_segment(
         &self,
         upload: &[u8; 16],
         segment: EncodedSegment,
+        parity_to: Option<PeerId>,
     ) -> Result<SegmentRecord, ObjectError> {
         let params = self.cfg.params;
         let total = params.total();
+        let on_nodes = if parity_to.is_some() {
+            params.k()
+        } else {
+            total
+        };
         let layout = segment.layout();
         let piece_len = layout.piece_len() as u64;
         let ids = segment.ids().to_vec();
         let candidates = self.nodes.candidates(piece_len);
-        if candidates.len() < total {
+        if candidates.len() < on_nodes {
             return Err(ObjectError::NotEnoughNodes {
-                needed: total,
+                needed: on_nodes,
                 online: candidates.len(),
             });
         }
-        let ranked: Vec<PeerId> = placement::rank(&candidates, ids[0].as_bytes(), total)
+        let mut ranked: Vec<PeerId> = placement::rank(&candidates, ids[0].as_bytes(), on_nodes)
             .into_iter()
             .map(|n| n.peer)
             .collect();
-        let mut spares: VecDeque<PeerId> = ranked[total..].iter().copied().collect();
+        let mut spares: VecDeque<PeerId> = ranked.split_off(on_nodes).into();
+        ranked.extend(parity_to.into_iter().cycle().take(total - on_nodes));
         let first: Vec<PieceRef> = (0..total)
             .map(|i| PieceRef {
                 node: node_id(&ranked[i]),
