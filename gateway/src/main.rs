@@ -127,6 +127,9 @@ struct RemoteSet {
     /// Move objects at least this large (e.g. 100MiB) to the remote.
     #[arg(long)]
     tier_larger_than: Option<String>,
+    /// Move (matching) objects only while the nodes' free space is below this share (e.g. 10%).
+    #[arg(long)]
+    tier_when_free_below: Option<String>,
     /// Parity in the cloud: new segments' parity pieces go to the remote, data pieces to nodes.
     #[arg(long)]
     parity: bool,
@@ -367,6 +370,7 @@ fn remote_config(set: RemoteSet) -> anyhow::Result<(String, RemoteConfig)> {
         copy_in,
         tier_older_than,
         tier_larger_than,
+        tier_when_free_below,
         parity,
         access_key_id,
         secret_access_key,
@@ -418,9 +422,13 @@ fn remote_config(set: RemoteSet) -> anyhow::Result<(String, RemoteConfig)> {
             mirror,
             fallback,
             copy_in,
-            tier: (tier_older_than.is_some() || tier_larger_than.is_some()).then_some(TierPolicy {
+            tier: (tier_older_than.is_some()
+                || tier_larger_than.is_some()
+                || tier_when_free_below.is_some())
+            .then_some(TierPolicy {
                 older_than: tier_older_than,
                 larger_than: tier_larger_than,
+                when_free_below: tier_when_free_below,
             }),
             parity,
         },
@@ -448,13 +456,16 @@ async fn remote(config: Option<PathBuf>, action: RemoteAction) -> anyhow::Result
             r.fallback,
             if r.copy_in { " with copy-in" } else { "" },
             r.tier.as_ref().map_or(String::new(), |t| format!(
-                ", tier {}{}",
+                ", tier {}{}{}",
                 t.older_than
                     .as_ref()
                     .map_or(String::new(), |a| format!("older than {a} ")),
                 t.larger_than
                     .as_ref()
-                    .map_or(String::new(), |l| format!("larger than {l}")),
+                    .map_or(String::new(), |l| format!("larger than {l} ")),
+                t.when_free_below
+                    .as_ref()
+                    .map_or(String::new(), |f| format!("while free space < {f}")),
             )),
             if r.parity { ", parity pieces" } else { "" },
             b.backlog.queued,

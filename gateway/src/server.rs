@@ -183,6 +183,7 @@ impl Gateway {
         let tierer = Arc::new(Tierer::new(
             meta.clone(),
             objects.clone(),
+            nodes.clone(),
             config.tier_interval,
         ));
         tasks.spawn(tierer.clone().run(cancel.clone()));

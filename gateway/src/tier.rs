@@ -1,5 +1,6 @@
 //! The tiering worker: moves the bytes of objects that match their bucket's tier policy (older
-//! than, larger than) to the bucket's remote, then points the manifest there
+//! than, larger than; with `when_free_below`, only while the online nodes' free space is below
+//! that share of their capacity) to the bucket's remote, then points the manifest there
 //! ([`chunker::manifest::Body::Remote`]); the pieces go to the delete queue, reads follow the
 //! manifest to the remote.
 //!
@@ -25,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::hybrid::{MirrorMode, Remote, TierPolicy};
 use crate::meta::Meta;
+use crate::nodes::Nodes;
 use crate::objects::ObjectService;
 use crate::time::now_ms;
 
@@ -45,6 +47,7 @@ pub struct TierStats {
 pub struct Tierer {
     meta: Arc<Meta>,
     objects: Arc<ObjectService>,
+    nodes: Arc<Nodes>,
     interval: Duration,
     pub stats: TierStats,
     /// Per bucket, the key the next pass starts after.
@@ -58,10 +61,16 @@ impl std::fmt::Debug for Tierer {
 }
 
 impl Tierer {
-    pub fn new(meta: Arc<Meta>, objects: Arc<ObjectService>, interval: Duration) -> Self {
+    pub fn new(
+        meta: Arc<Meta>,
+        objects: Arc<ObjectService>,
+        nodes: Arc<Nodes>,
+        interval: Duration,
+    ) -> Self {
         Tierer {
             meta,
             objects,
+            nodes,
             interval,
             stats: TierStats::default(),
             cursors: Mutex::new(HashMap::new()),
@@ -90,6 +99,13 @@ impl Tierer {
             let Some(policy) = config.tier.clone() else {
                 continue;
             };
+            if let Some(below) = policy.free_below()? {
+                let free = self.free_share();
+                if free >= below {
+                    continue;
+                }
+                tracing::debug!(bucket, free, below, "node space is short; tiering");
+            }
             let Some(remote) = self.objects.remotes().get(&bucket).await? else {
                 continue;
             };
@@ -109,6 +125,22 @@ impl Tierer {
             }
         }
         Ok(moved)
+    }
+
+    /// The online nodes' free space as a share of their capacity (1 with no capacity at all,
+    /// so an empty network moves nothing on this condition alone... and has nothing to move).
+    fn free_share(&self) -> f64 {
+        let (free, capacity) = self.nodes.online().iter().fold((0u64, 0u64), |(f, c), n| {
+            (
+                f.saturating_add(n.free()),
+                c.saturating_add(n.registration.capacity_bytes),
+            )
+        });
+        if capacity == 0 {
+            1.0
+        } else {
+            free as f64 / capacity as f64
+        }
     }
 
     /// Up to `MOVE_PER_PASS` objects of `bucket` on nodes that match `policy`, from the

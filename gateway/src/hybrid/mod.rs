@@ -153,6 +153,10 @@ pub struct TierPolicy {
     /// At least this large, e.g. `100MiB` (`None`: any size).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub larger_than: Option<String>,
+    /// Only while the online nodes' free space is below this share of their capacity, e.g.
+    /// `10%` (`None`: whatever the free space).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when_free_below: Option<String>,
 }
 
 impl TierPolicy {
@@ -168,6 +172,23 @@ impl TierPolicy {
             None => 0,
         };
         Ok((u64::try_from(age.as_millis()).unwrap_or(u64::MAX), size))
+    }
+
+    /// The free-space condition as a fraction (`None`: none set).
+    pub fn free_below(&self) -> Result<Option<f64>, ConfigError> {
+        let Some(text) = &self.when_free_below else {
+            return Ok(None);
+        };
+        match text
+            .trim()
+            .strip_suffix('%')
+            .map(|n| n.trim().parse::<f64>())
+        {
+            Some(Ok(p)) if p > 0.0 && p <= 100.0 => Ok(Some(p / 100.0)),
+            _ => Err(ConfigError::Invalid(format!(
+                "when_free_below: a percentage above 0 and at most 100, like 10%, not {text:?}"
+            ))),
+        }
     }
 
     /// Whether an object of `size` bytes committed at `created_ms` belongs in the remote.
@@ -213,10 +234,13 @@ impl RemoteConfig {
             return invalid("set at least one of mirror, fallback, tier and parity");
         }
         if let Some(t) = &self.tier {
-            if t.older_than.is_none() && t.larger_than.is_none() {
-                return invalid("a tier policy needs older_than, larger_than or both");
+            if t.older_than.is_none() && t.larger_than.is_none() && t.when_free_below.is_none() {
+                return invalid(
+                    "a tier policy needs at least one of older_than, larger_than, when_free_below",
+                );
             }
             t.limits()?;
+            t.free_below()?;
         }
         if let Credentials::Static {
             access_key_id,
@@ -603,6 +627,7 @@ mod tests {
         let p = TierPolicy {
             older_than: Some("1h".into()),
             larger_than: Some("1MiB".into()),
+            when_free_below: None,
         };
         let hour = 3_600_000;
         assert!(p.matches(1 << 20, 0, hour));
@@ -611,8 +636,17 @@ mod tests {
         let any_age = TierPolicy {
             older_than: None,
             larger_than: Some("0".into()),
+            when_free_below: Some("12.5%".into()),
         };
         assert!(any_age.matches(0, 5, 5));
+        assert_eq!(any_age.free_below().unwrap(), Some(0.125));
+        for bad in ["0%", "101%", "10", "x%"] {
+            let p = TierPolicy {
+                when_free_below: Some(bad.into()),
+                ..any_age.clone()
+            };
+            assert!(p.free_below().is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -630,11 +664,13 @@ mod tests {
         c.tier = Some(TierPolicy {
             older_than: None,
             larger_than: None,
+            when_free_below: None,
         });
         assert!(c.validate().is_err());
         c.tier = Some(TierPolicy {
             older_than: Some("soon".into()),
             larger_than: None,
+            when_free_below: None,
         });
         assert!(c.validate().is_err());
         let mut c = config();
