@@ -31,8 +31,13 @@ pub fn to_s3(e: ObjectError) -> S3Error {
             (S3ErrorCode::ServiceUnavailable, e.to_string())
         }
         E::Remote(_) => {
+            // The details name the remote's endpoint and bucket: logged, not sent.
             tracing::warn!(error = %e, "the bucket's remote failed");
-            (S3ErrorCode::ServiceUnavailable, e.to_string())
+            (
+                S3ErrorCode::ServiceUnavailable,
+                "The bucket's remote storage could not complete the request. Please try again."
+                    .into(),
+            )
         }
         E::NoSuchUpload => (
             S3ErrorCode::NoSuchUpload,
