@@ -733,6 +733,17 @@ async fn parity_in_the_cloud_keeps_objects_readable_and_repairable_without_m_dat
         );
     }
     assert_eq!(get(&s3, "vault", "doc").await, data);
+    let health = gateway::admin::fetch(
+        cluster.gateway.admin_addr,
+        &cluster.gateway.admin_token,
+        "/admin/v1/objects/vault/doc",
+    )
+    .await
+    .unwrap();
+    assert!(
+        health.contains(r#""locations":["nodes","remote_parity"]"#),
+        "{health}"
+    );
 
     // Two nodes holding data pieces of the first segment stop: reads use the cloud's parity,
     // and repair rebuilds the lost data pieces on the remaining nodes.

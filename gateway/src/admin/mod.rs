@@ -522,7 +522,8 @@ struct ObjectHealth {
     key: String,
     size: u64,
     /// Where its bytes are: `inline` (in the metadata), `nodes`, `remote` (the bucket's
-    /// remote), and `remote` also when the bucket mirrors and the mirror is up to date.
+    /// remote; also when the bucket mirrors and the mirror is up to date), `remote_parity`
+    /// (parity pieces in the remote).
     locations: Vec<&'static str>,
     /// For a mirrored bucket: since when the remote copy is behind (`None`: up to date).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -551,6 +552,13 @@ async fn object_health(
             }];
             if mirrored && behind.is_none() && locations[0] != "remote" {
                 locations.push("remote");
+            }
+            let stand_in = node_id(&crate::hybrid::parity_peer(&bucket));
+            if crate::meta::placed_pieces(&m)
+                .iter()
+                .any(|p| p.node == stand_in)
+            {
+                locations.push("remote_parity");
             }
             Json(ObjectHealth {
                 locations,
