@@ -165,3 +165,103 @@ async fn copies_keep_or_replace_metadata_and_parts_copy_ranges() {
     assert_eq!(bytes, data);
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn copy_source_conditions_copy_or_fail_with_412() {
+    let cluster = Cluster::start(6, |_| {}).await;
+    let s3 = cluster.client();
+    s3.create_bucket().bucket("copies").send().await.unwrap();
+    let put = s3
+        .put_object()
+        .bucket("copies")
+        .key("src")
+        .body(ByteStream::from(test_bytes(10_000, 2)))
+        .send()
+        .await
+        .unwrap();
+    let etag = put.e_tag().unwrap().to_string();
+    let past = aws_sdk_s3::primitives::DateTime::from_secs(1_000_000_000);
+    let future = aws_sdk_s3::primitives::DateTime::from_secs(4_000_000_000);
+
+    // Conditions that hold: the copy happens.
+    s3.copy_object()
+        .bucket("copies")
+        .key("a")
+        .copy_source("copies/src")
+        .copy_source_if_match(&etag)
+        .copy_source_if_modified_since(past)
+        .send()
+        .await
+        .unwrap();
+    s3.copy_object()
+        .bucket("copies")
+        .key("b")
+        .copy_source("copies/src")
+        .copy_source_if_none_match("\"0123\"")
+        .copy_source_if_unmodified_since(future)
+        .send()
+        .await
+        .unwrap();
+    // If-Match holding wins over If-Unmodified-Since failing, as in S3.
+    s3.copy_object()
+        .bucket("copies")
+        .key("c")
+        .copy_source("copies/src")
+        .copy_source_if_match(&etag)
+        .copy_source_if_unmodified_since(past)
+        .send()
+        .await
+        .unwrap();
+
+    // Conditions that fail: 412, nothing written (a "not modified" source is a failure too).
+    let failing = [
+        s3.copy_object().copy_source_if_match("\"0123\""),
+        s3.copy_object().copy_source_if_none_match(&etag),
+        s3.copy_object().copy_source_if_modified_since(future),
+        s3.copy_object().copy_source_if_unmodified_since(past),
+    ];
+    for (i, request) in failing.into_iter().enumerate() {
+        let e = request
+            .bucket("copies")
+            .key("refused")
+            .copy_source("copies/src")
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(
+            code(&e.into_service_error()),
+            "PreconditionFailed",
+            "case {i}"
+        );
+    }
+    let e = s3
+        .head_object()
+        .bucket("copies")
+        .key("refused")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(e.into_service_error().is_not_found());
+
+    // UploadPartCopy takes the same conditions.
+    let up = s3
+        .create_multipart_upload()
+        .bucket("copies")
+        .key("parts")
+        .send()
+        .await
+        .unwrap();
+    let e = s3
+        .upload_part_copy()
+        .bucket("copies")
+        .key("parts")
+        .upload_id(up.upload_id().unwrap())
+        .part_number(1)
+        .copy_source("copies/src")
+        .copy_source_if_none_match(&etag)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e.into_service_error()), "PreconditionFailed");
+    cluster.stop().await;
+}

@@ -59,6 +59,20 @@ impl Conditions<'_> {
     }
 }
 
+impl Conditions<'_> {
+    /// The `x-amz-copy-source-if-*` conditions of a copy: the same rules, but a copy either
+    /// happens or fails with 412 (there is nothing "not modified" to answer).
+    pub(super) fn check_copy_source(&self, source: &ObjectManifest) -> S3Result<()> {
+        self.check(source).map_err(|e| {
+            if *e.code() == s3s::S3ErrorCode::NotModified {
+                s3_error!(PreconditionFailed)
+            } else {
+                e
+            }
+        })
+    }
+}
+
 /// S3's conditional writes (PutObject, CompleteMultipartUpload): `If-None-Match: *` (create
 /// only) and `If-Match: <etag>` (replace only that version).
 pub(super) fn write_expectation(

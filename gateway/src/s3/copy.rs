@@ -1,10 +1,12 @@
-//! CopyObject and UploadPartCopy (the `S3` trait methods delegate here).
+//! CopyObject and UploadPartCopy (the `S3` trait methods delegate here), with the
+//! `x-amz-copy-source-if-*` conditions.
 
 use std::collections::BTreeMap;
 
 use s3s::dto::{self, CopySource, ETag};
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
+use super::conditions::Conditions;
 use super::{checksum_fields, timestamp, S3Api};
 use crate::objects::put::PutObject;
 
@@ -46,6 +48,13 @@ pub(super) async fn copy_object(
     let input = req.input;
     let (src_bucket, src_key) = source(&input.copy_source)?;
     let src = api.objects.head_object(&src_bucket, &src_key).await?;
+    Conditions {
+        if_match: &input.copy_source_if_match,
+        if_none_match: &input.copy_source_if_none_match,
+        if_modified_since: &input.copy_source_if_modified_since,
+        if_unmodified_since: &input.copy_source_if_unmodified_since,
+    }
+    .check_copy_source(&src)?;
     let replace = input
         .metadata_directive
         .as_ref()
@@ -104,6 +113,13 @@ pub(super) async fn upload_part_copy(
     let number = super::multipart::part_number(input.part_number)?;
     let (src_bucket, src_key) = source(&input.copy_source)?;
     let src = api.objects.head_object(&src_bucket, &src_key).await?;
+    Conditions {
+        if_match: &input.copy_source_if_match,
+        if_none_match: &input.copy_source_if_none_match,
+        if_modified_since: &input.copy_source_if_modified_since,
+        if_unmodified_since: &input.copy_source_if_unmodified_since,
+    }
+    .check_copy_source(&src)?;
     let range = input
         .copy_source_range
         .as_deref()
