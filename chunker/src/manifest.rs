@@ -13,8 +13,9 @@ use crate::decoder::SegmentInfo;
 use crate::layout::{LayoutError, SegmentLayout};
 use crate::{Params, PieceId};
 
-/// The manifest format this build writes. Older formats stay readable.
-pub const MANIFEST_FORMAT: u8 = 1;
+/// The manifest format this build writes. Older formats stay readable: 1 lacks `headers` and
+/// `tags` (read as empty).
+pub const MANIFEST_FORMAT: u8 = 2;
 /// Longest node id accepted (a libp2p PeerId of an ed25519 key is 38 bytes).
 pub const MAX_NODE_ID_LEN: usize = 128;
 
@@ -194,6 +195,51 @@ pub struct ObjectManifest {
     /// Empty unless the object was uploaded in parts.
     pub parts: Vec<PartRecord>,
     pub body: Body,
+    /// Response headers stored with the object, by lower-case name (`content-encoding`,
+    /// `content-disposition`, `cache-control`, `content-language`, `expires`).
+    pub headers: BTreeMap<String, String>,
+    /// The object's tag set.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// Format 1 of [`ObjectManifest`] (fields in their stored order).
+#[derive(Deserialize)]
+struct ManifestV1 {
+    size: u64,
+    etag: String,
+    content_type: Option<String>,
+    user_metadata: BTreeMap<String, String>,
+    checksums: Vec<Checksum>,
+    created_ms: u64,
+    wrapped_key: WrappedKey,
+    parts: Vec<PartRecord>,
+    body: Body,
+}
+
+impl From<ManifestV1> for ObjectManifest {
+    fn from(m: ManifestV1) -> Self {
+        ObjectManifest {
+            size: m.size,
+            etag: m.etag,
+            content_type: m.content_type,
+            user_metadata: m.user_metadata,
+            checksums: m.checksums,
+            created_ms: m.created_ms,
+            wrapped_key: m.wrapped_key,
+            parts: m.parts,
+            body: m.body,
+            headers: BTreeMap::new(),
+            tags: BTreeMap::new(),
+        }
+    }
+}
+
+/// A postcard body that must fill `bytes` exactly.
+fn whole<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ManifestError> {
+    match postcard::take_from_bytes(bytes)? {
+        (v, []) => Ok(v),
+        (_, rest) => Err(ManifestError::TrailingBytes { len: rest.len() }),
+    }
 }
 
 /// A segment overlapping a byte range of the object, and the part of it that overlaps.
@@ -219,10 +265,8 @@ impl ObjectManifest {
     pub fn decode(bytes: &[u8]) -> Result<Self, ManifestError> {
         let (&format, body) = bytes.split_first().ok_or(ManifestError::Empty)?;
         let manifest: ObjectManifest = match format {
-            MANIFEST_FORMAT => match postcard::take_from_bytes(body)? {
-                (m, []) => m,
-                (_, rest) => return Err(ManifestError::TrailingBytes { len: rest.len() }),
-            },
+            MANIFEST_FORMAT => whole(body)?,
+            1 => whole::<ManifestV1>(body)?.into(),
             found => return Err(ManifestError::UnknownFormat { found }),
         };
         manifest.validate()?;

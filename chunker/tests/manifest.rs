@@ -52,6 +52,8 @@ fn sample(size: usize) -> ObjectManifest {
             etag: "\"x\"".into(),
         }],
         body: Body::Segments(records),
+        headers: BTreeMap::from([("cache-control".into(), "max-age=60".into())]),
+        tags: BTreeMap::from([("project".into(), "blue".into())]),
     }
 }
 
@@ -71,6 +73,22 @@ fn manifests_round_trip() {
         ..sample(1)
     };
     assert_eq!(ObjectManifest::decode(&inline.encode()).unwrap(), inline);
+}
+
+#[test]
+fn format_1_manifests_still_decode() {
+    // Format 1 is format 2 without its last two fields (headers and tags): with both empty,
+    // format 2's body is format 1's plus two zero-length maps.
+    let m = ObjectManifest {
+        headers: BTreeMap::new(),
+        tags: BTreeMap::new(),
+        ..sample(4000)
+    };
+    let v2 = m.encode();
+    assert_eq!(&v2[v2.len() - 2..], &[0, 0]);
+    let mut v1 = vec![1];
+    v1.extend_from_slice(&v2[1..v2.len() - 2]);
+    assert_eq!(ObjectManifest::decode(&v1).unwrap(), m);
 }
 
 #[test]

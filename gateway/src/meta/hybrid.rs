@@ -259,6 +259,29 @@ impl Meta {
         }
     }
 
+    /// Swaps in `new`, the same object with other attributes (tags), if the object is still
+    /// exactly `old`. `false` if it changed meanwhile.
+    pub fn commit_attributes(
+        &self,
+        bucket: &str,
+        key: &str,
+        old: &ObjectManifest,
+        new: &ObjectManifest,
+    ) -> Result<bool, MetaError> {
+        match self.commit(
+            bucket,
+            key,
+            new,
+            None,
+            &super::Expect::Unchanged(Box::new(old.clone())),
+            super::Change::Placement,
+        ) {
+            Ok(()) => Ok(true),
+            Err(MetaError::PreconditionFailed) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Queues `bucket`/`key` for the mirror worker (which makes the remote match the local
     /// state) whatever the bucket's remote wants to hear of.
     pub fn requeue_mirror(&self, bucket: &str, key: &str) -> Result<(), MetaError> {

@@ -23,6 +23,52 @@ pub struct UploadRecord {
     pub checksum: Option<ChecksumAlgorithm>,
     /// One data key for all parts; part `n`'s segments are sealed as stream `n`.
     pub wrapped_key: WrappedKey,
+    /// The object's stored response headers and tags (see [`ObjectManifest`]).
+    pub headers: BTreeMap<String, String>,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// Format of upload records this build writes; format 1 lacks `headers` and `tags`.
+const UPLOAD_FORMAT: u8 = 2;
+
+/// Format 1 of [`UploadRecord`].
+#[derive(Deserialize)]
+struct UploadRecordV1 {
+    created_ms: u64,
+    content_type: Option<String>,
+    user_metadata: BTreeMap<String, String>,
+    checksum: Option<ChecksumAlgorithm>,
+    wrapped_key: WrappedKey,
+}
+
+fn encode_upload(record: &UploadRecord) -> Vec<u8> {
+    match postcard::to_extend(record, vec![UPLOAD_FORMAT]) {
+        Ok(v) => v,
+        Err(e) => unreachable!("serializing to a Vec can't fail: {e}"),
+    }
+}
+
+fn decode_upload(bytes: &[u8]) -> Result<UploadRecord, MetaError> {
+    match bytes.split_first() {
+        Some((&UPLOAD_FORMAT, body)) => {
+            let mut v = vec![super::RECORD_FORMAT];
+            v.extend_from_slice(body);
+            decode("upload", &v)
+        }
+        Some((1, _)) => {
+            let old: UploadRecordV1 = decode("upload", bytes)?;
+            Ok(UploadRecord {
+                created_ms: old.created_ms,
+                content_type: old.content_type,
+                user_metadata: old.user_metadata,
+                checksum: old.checksum,
+                wrapped_key: old.wrapped_key,
+                headers: BTreeMap::new(),
+                tags: BTreeMap::new(),
+            })
+        }
+        _ => decode("upload", bytes),
+    }
 }
 
 /// An uploaded part.
@@ -76,7 +122,7 @@ impl Meta {
         batch.put_cf(
             self.cf(CF_UPLOADS),
             upload_key(bucket, key, id),
-            encode(record),
+            encode_upload(record),
         );
         self.write(batch)
     }
@@ -90,7 +136,7 @@ impl Meta {
     ) -> Result<Option<UploadRecord>, MetaError> {
         self.db
             .get_cf(self.cf(CF_UPLOADS), upload_key(bucket, key, id))?
-            .map(|v| decode("upload", &v))
+            .map(|v| decode_upload(&v))
             .transpose()
     }
 
@@ -239,7 +285,7 @@ impl Meta {
             let (Ok(name), Ok(id)) = (std::str::from_utf8(name), <[u8; 16]>::try_from(id)) else {
                 continue;
             };
-            out.push((name.to_string(), id, decode("upload", &v)?));
+            out.push((name.to_string(), id, decode_upload(&v)?));
         }
         Ok(out)
     }
@@ -255,7 +301,7 @@ impl Meta {
             .iterator_cf(self.cf(CF_UPLOADS), IteratorMode::Start)
         {
             let (k, v) = item?;
-            let record: UploadRecord = decode("upload", &v)?;
+            let record: UploadRecord = decode_upload(&v)?;
             if record.created_ms >= before_ms || k.len() < 18 {
                 continue;
             }
@@ -274,5 +320,33 @@ impl Meta {
             out.push((bucket.to_string(), key.to_string(), id));
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_1_upload_records_still_decode() {
+        let master = chunker::MasterKey::from_bytes(&[3; 32]).unwrap();
+        let record = UploadRecord {
+            created_ms: 7,
+            content_type: Some("text/plain".into()),
+            user_metadata: BTreeMap::from([("a".into(), "b".into())]),
+            checksum: Some(ChecksumAlgorithm::Crc32c),
+            wrapped_key: master.wrap(&chunker::DataKey::generate().unwrap()).unwrap(),
+            headers: BTreeMap::new(),
+            tags: BTreeMap::new(),
+        };
+        let v2 = encode_upload(&record);
+        assert_eq!(v2[0], UPLOAD_FORMAT);
+        assert_eq!(decode_upload(&v2).unwrap(), record);
+        // Format 1: the same fields without the two (here empty) maps at the end.
+        assert_eq!(&v2[v2.len() - 2..], &[0, 0]);
+        let mut v1 = vec![1];
+        v1.extend_from_slice(&v2[1..v2.len() - 2]);
+        assert_eq!(decode_upload(&v1).unwrap(), record);
+        assert!(decode_upload(&[9, 1, 2]).is_err());
     }
 }

@@ -50,6 +50,8 @@ fn manifest(pieces: &[(u8, u8)]) -> ObjectManifest {
         wrapped_key: master.wrap(&key).unwrap(),
         parts: Vec::new(),
         body: Body::Segments(segments),
+        headers: BTreeMap::new(),
+        tags: BTreeMap::new(),
     }
 }
 

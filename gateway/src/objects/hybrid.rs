@@ -92,6 +92,8 @@ fn described(found: RemoteObject, remote_key: String) -> ObjectManifest {
         wrapped_key: WrappedKey::from_bytes(Vec::new()),
         parts: Vec::new(),
         body: Body::Remote { key: remote_key },
+        headers: Default::default(),
+        tags: Default::default(),
     }
 }
 
@@ -380,6 +382,8 @@ impl ObjectService {
             key: key.to_string(),
             content_type: m.content_type.clone(),
             user_metadata: m.user_metadata.clone(),
+            headers: m.headers.clone(),
+            tags: m.tags.clone(),
             checksums: Vec::new(),
             expect: Expect::Absent,
         };

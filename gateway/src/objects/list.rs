@@ -47,7 +47,7 @@ fn resume_point(q: &ListQuery, after: &str) -> Option<Vec<u8>> {
 
 /// An entry of a page: an object or a common prefix, ordered by its key or prefix.
 enum Entry {
-    Object(ObjectInfo),
+    Object(Box<ObjectInfo>),
     Prefix(String),
 }
 
@@ -63,7 +63,7 @@ impl Entry {
 fn entries(page: ListPage) -> impl Iterator<Item = Entry> {
     page.objects
         .into_iter()
-        .map(Entry::Object)
+        .map(|o| Entry::Object(Box::new(o)))
         .chain(page.common_prefixes.into_iter().map(Entry::Prefix))
 }
 
@@ -94,7 +94,7 @@ pub fn merge(first: ListPage, second: ListPage, max_keys: usize) -> ListPage {
     }
     for (_, e) in all {
         match e {
-            Entry::Object(o) => page.objects.push(o),
+            Entry::Object(o) => page.objects.push(*o),
             Entry::Prefix(p) => page.common_prefixes.push(p),
         }
     }
@@ -183,6 +183,8 @@ mod tests {
             wrapped_key: chunker::WrappedKey::from_bytes(Vec::new()),
             parts: Vec::new(),
             body: chunker::manifest::Body::Remote { key: String::new() },
+            headers: Default::default(),
+            tags: Default::default(),
         };
         ListPage {
             objects: objects

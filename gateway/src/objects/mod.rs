@@ -225,6 +225,29 @@ impl ObjectService {
         }
     }
 
+    /// Replaces an object's tag set (the object itself is unchanged).
+    pub async fn set_tags(
+        &self,
+        bucket: &str,
+        key: &str,
+        tags: std::collections::BTreeMap<String, String>,
+    ) -> Result<(), ObjectError> {
+        self.head_bucket(bucket)?;
+        // A concurrent change of the object (a repair, say) makes the swap fail: read again.
+        for _ in 0..8 {
+            let current = self
+                .meta
+                .object(bucket, key)?
+                .ok_or(ObjectError::NoSuchKey)?;
+            let mut next = current.clone();
+            next.tags = tags.clone();
+            if self.meta.commit_attributes(bucket, key, &current, &next)? {
+                return Ok(());
+            }
+        }
+        Err(ObjectError::Busy)
+    }
+
     /// Fails early (before any byte is stored) when a conditional write cannot succeed; the
     /// commit checks again atomically.
     pub fn check_expect(

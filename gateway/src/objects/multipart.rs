@@ -28,6 +28,8 @@ pub struct CreateUpload {
     pub key: String,
     pub content_type: Option<String>,
     pub user_metadata: BTreeMap<String, String>,
+    pub headers: BTreeMap<String, String>,
+    pub tags: BTreeMap<String, String>,
     pub checksum: Option<ChecksumAlgorithm>,
 }
 
@@ -119,6 +121,8 @@ impl ObjectService {
             user_metadata: req.user_metadata,
             checksum: req.checksum,
             wrapped_key: self.master.wrap(&chunker::DataKey::generate()?)?,
+            headers: req.headers,
+            tags: req.tags,
         };
         self.meta
             .create_upload(&req.bucket, &req.key, &id, &record)
@@ -263,6 +267,8 @@ impl ObjectService {
                 })
                 .collect(),
             body: Body::Segments(parts.iter().flat_map(|p| p.segments.clone()).collect()),
+            headers: record.headers,
+            tags: record.tags,
         };
         manifest
             .validate()

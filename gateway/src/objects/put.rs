@@ -36,6 +36,9 @@ pub struct PutObject {
     pub key: String,
     pub content_type: Option<String>,
     pub user_metadata: BTreeMap<String, String>,
+    /// Stored response headers and tags (see [`ObjectManifest`]).
+    pub headers: BTreeMap<String, String>,
+    pub tags: BTreeMap<String, String>,
     /// Checksums to compute and store besides MD5.
     pub checksums: Vec<ChecksumAlgorithm>,
     /// What the key's current version must be (conditional writes).
@@ -129,6 +132,8 @@ impl ObjectService {
             wrapped_key,
             parts: Vec::new(),
             body,
+            headers: req.headers,
+            tags: req.tags,
         };
         self.meta
             .commit_object(&req.bucket, &req.key, &manifest, &guard.id, &req.expect)

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use s3s::dto::{self, CopySource, ETag};
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
+use super::attrs;
 use super::conditions::Conditions;
 use super::{checksum_fields, timestamp, S3Api};
 use crate::objects::put::PutObject;
@@ -65,22 +66,38 @@ pub(super) async fn copy_object(
             "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes."
         ));
     }
-    let (content_type, user_metadata) = if replace {
+    let (content_type, user_metadata, headers) = if replace {
         (
             input.content_type,
             input
                 .metadata
                 .map(|m| m.into_iter().collect::<BTreeMap<_, _>>())
                 .unwrap_or_default(),
+            attrs::stored_headers!(input),
         )
     } else {
-        (src.content_type.clone(), src.user_metadata.clone())
+        (
+            src.content_type.clone(),
+            src.user_metadata.clone(),
+            src.headers.clone(),
+        )
+    };
+    let replace_tags = input
+        .tagging_directive
+        .as_ref()
+        .is_some_and(|d| d.as_str() == dto::TaggingDirective::REPLACE);
+    let tags = if replace_tags {
+        attrs::from_header(&input.tagging)?
+    } else {
+        src.tags.clone()
     };
     let dst = PutObject {
         bucket: input.bucket,
         key: input.key,
         content_type,
         user_metadata,
+        headers,
+        tags,
         checksums: Vec::new(),
         expect: crate::meta::Expect::Anything,
     };

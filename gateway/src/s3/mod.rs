@@ -4,6 +4,7 @@
 //! their trailers, and writes XML. Each method here translates one operation's input, calls one
 //! object-service method, and translates the result; [`error`] maps failures to S3 codes.
 
+mod attrs;
 pub mod auth;
 mod body;
 mod conditions;
@@ -337,6 +338,8 @@ impl S3 for S3Api {
                 .metadata
                 .map(|m| m.into_iter().collect::<BTreeMap<_, _>>())
                 .unwrap_or_default(),
+            headers: attrs::stored_headers!(input),
+            tags: attrs::from_header(&input.tagging)?,
             checksums: algorithms,
         };
         let manifest = match input.body {
@@ -408,6 +411,7 @@ impl S3 for S3Api {
         } else {
             ChecksumFields::default()
         };
+        let shown = attrs::shown(&m.headers);
         Ok(S3Response::new(dto::GetObjectOutput {
             body: Some(StreamingBlob::wrap(SyncBody(std::sync::Mutex::new(
                 stream.boxed(),
@@ -420,11 +424,14 @@ impl S3 for S3Api {
             content_type: input
                 .response_content_type
                 .or_else(|| m.content_type.clone()),
-            cache_control: input.response_cache_control,
-            content_disposition: input.response_content_disposition,
-            content_encoding: input.response_content_encoding,
-            content_language: input.response_content_language,
-            expires: input.response_expires,
+            cache_control: input.response_cache_control.or(shown.cache_control),
+            content_disposition: input
+                .response_content_disposition
+                .or(shown.content_disposition),
+            content_encoding: input.response_content_encoding.or(shown.content_encoding),
+            content_language: input.response_content_language.or(shown.content_language),
+            expires: input.response_expires.or(shown.expires),
+            tag_count: attrs::count(&m.tags),
             metadata: user_metadata(&m),
             parts_count: parts_count(&m, input.part_number),
             checksum_crc32: sums.crc32,
@@ -458,6 +465,7 @@ impl S3 for S3Api {
         } else {
             ChecksumFields::default()
         };
+        let shown = attrs::shown(&m.headers);
         Ok(S3Response::new(dto::HeadObjectOutput {
             content_length: Some((range.end - range.start) as i64),
             content_range,
@@ -466,6 +474,11 @@ impl S3 for S3Api {
             e_tag: Some(ETag::Strong(m.etag.clone())),
             last_modified: Some(timestamp(m.created_ms)),
             content_type: m.content_type.clone(),
+            cache_control: shown.cache_control,
+            content_disposition: shown.content_disposition,
+            content_encoding: shown.content_encoding,
+            content_language: shown.content_language,
+            expires: shown.expires,
             metadata: user_metadata(&m),
             checksum_crc32: sums.crc32,
             checksum_crc32c: sums.crc32c,
@@ -639,6 +652,41 @@ impl S3 for S3Api {
         req: S3Request<dto::ListPartsInput>,
     ) -> S3Result<S3Response<dto::ListPartsOutput>> {
         multipart::list_parts(self, req).await
+    }
+
+    async fn put_object_tagging(
+        &self,
+        req: S3Request<dto::PutObjectTaggingInput>,
+    ) -> S3Result<S3Response<dto::PutObjectTaggingOutput>> {
+        let input = req.input;
+        let tags = attrs::from_tagging(input.tagging)?;
+        self.objects
+            .set_tags(&input.bucket, &input.key, tags)
+            .await?;
+        Ok(S3Response::new(dto::PutObjectTaggingOutput::default()))
+    }
+
+    async fn get_object_tagging(
+        &self,
+        req: S3Request<dto::GetObjectTaggingInput>,
+    ) -> S3Result<S3Response<dto::GetObjectTaggingOutput>> {
+        let input = req.input;
+        let m = self.objects.head_object(&input.bucket, &input.key).await?;
+        Ok(S3Response::new(dto::GetObjectTaggingOutput {
+            tag_set: attrs::to_tag_set(&m.tags),
+            version_id: None,
+        }))
+    }
+
+    async fn delete_object_tagging(
+        &self,
+        req: S3Request<dto::DeleteObjectTaggingInput>,
+    ) -> S3Result<S3Response<dto::DeleteObjectTaggingOutput>> {
+        let input = req.input;
+        self.objects
+            .set_tags(&input.bucket, &input.key, BTreeMap::new())
+            .await?;
+        Ok(S3Response::new(dto::DeleteObjectTaggingOutput::default()))
     }
 
     async fn list_multipart_uploads(

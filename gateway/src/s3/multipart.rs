@@ -61,6 +61,8 @@ pub(super) async fn create(
             .metadata
             .map(|m| m.into_iter().collect())
             .unwrap_or_default(),
+        headers: super::attrs::stored_headers!(input),
+        tags: super::attrs::from_header(&input.tagging)?,
         checksum,
     })?;
     Ok(S3Response::new(dto::CreateMultipartUploadOutput {
