@@ -24,6 +24,7 @@ async fn put(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, data: &[u8]) {
         .key(key)
         .content_type("application/x-test")
         .metadata("origin", "gateway")
+        .cache_control("max-age=5")
         .body(ByteStream::from(data.to_vec()))
         .send()
         .await
@@ -172,6 +173,7 @@ async fn async_mirror_copies_everything_and_loses_nothing_in_an_outage() {
         .await
         .unwrap();
     assert_eq!(head.content_type(), Some("application/x-test"));
+    assert_eq!(head.cache_control(), Some("max-age=5"));
     assert_eq!(
         head.metadata().unwrap().get("origin").map(String::as_str),
         Some("gateway")
@@ -325,6 +327,7 @@ async fn fallback_serves_missing_keys_and_copies_them_in() {
             .key(key)
             .content_type("image/png")
             .metadata("camera", "x100")
+            .content_disposition("inline")
             .body(ByteStream::from(data.clone()))
             .send()
             .await
@@ -347,6 +350,7 @@ async fn fallback_serves_missing_keys_and_copies_them_in() {
         .unwrap();
     assert_eq!(head.content_length(), Some(old_a.len() as i64));
     assert_eq!(head.content_type(), Some("image/png"));
+    assert_eq!(head.content_disposition(), Some("inline"));
     assert_eq!(
         head.metadata().unwrap().get("camera").map(String::as_str),
         Some("x100")

@@ -325,6 +325,8 @@ pub struct RemoteObject {
     pub last_modified_ms: u64,
     pub content_type: Option<String>,
     pub user_metadata: BTreeMap<String, String>,
+    /// Stored response headers, by lower-case name (as in [`chunker::ObjectManifest`]).
+    pub headers: BTreeMap<String, String>,
 }
 
 /// One page of a remote listing (keys with the remote's prefix, in UTF-8 byte order).
@@ -341,6 +343,8 @@ pub struct RemoteListing {
 pub struct UploadMeta {
     pub content_type: Option<String>,
     pub user_metadata: BTreeMap<String, String>,
+    /// Stored response headers, by lower-case name (as in [`chunker::ObjectManifest`]).
+    pub headers: BTreeMap<String, String>,
 }
 
 /// Bytes from or to a remote.

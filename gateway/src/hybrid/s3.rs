@@ -6,7 +6,7 @@ use std::time::Duration;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::{BehaviorVersion, Region};
 use aws_sdk_s3::error::SdkError;
-use aws_sdk_s3::primitives::ByteStream as SdkBody;
+use aws_sdk_s3::primitives::{ByteStream as SdkBody, DateTime, DateTimeFormat};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 use bytes::{Bytes, BytesMut};
@@ -107,6 +107,11 @@ impl S3Remote {
             .key(key)
             .set_content_type(meta.content_type.clone())
             .set_metadata(Some(meta.user_metadata.clone().into_iter().collect()))
+            .set_cache_control(header(meta, "cache-control"))
+            .set_content_disposition(header(meta, "content-disposition"))
+            .set_content_encoding(header(meta, "content-encoding"))
+            .set_content_language(header(meta, "content-language"))
+            .set_expires(expires(meta))
             .send()
             .await
             .map_err(classify)?;
@@ -224,10 +229,19 @@ where
     }
 }
 
+fn header(meta: &UploadMeta, name: &str) -> Option<String> {
+    meta.headers.get(name).cloned()
+}
+
+fn expires(meta: &UploadMeta) -> Option<DateTime> {
+    let text = meta.headers.get("expires")?;
+    DateTime::from_str(text, DateTimeFormat::HttpDate).ok()
+}
+
 fn remote_object(
     size: Option<i64>,
     etag: Option<&str>,
-    modified: Option<&aws_sdk_s3::primitives::DateTime>,
+    modified: Option<&DateTime>,
     content_type: Option<&str>,
     metadata: Option<&std::collections::HashMap<String, String>>,
 ) -> Result<RemoteObject, RemoteError> {
@@ -245,6 +259,7 @@ fn remote_object(
         user_metadata: metadata
             .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default(),
+        headers: Default::default(),
     })
 }
 
@@ -259,14 +274,27 @@ impl RemoteStore for S3Remote {
             .send()
             .await
         {
-            Ok(o) => remote_object(
-                o.content_length(),
-                o.e_tag(),
-                o.last_modified(),
-                o.content_type(),
-                o.metadata(),
-            )
-            .map(Some),
+            Ok(o) => {
+                let mut found = remote_object(
+                    o.content_length(),
+                    o.e_tag(),
+                    o.last_modified(),
+                    o.content_type(),
+                    o.metadata(),
+                )?;
+                for (name, value) in [
+                    ("cache-control", o.cache_control()),
+                    ("content-disposition", o.content_disposition()),
+                    ("content-encoding", o.content_encoding()),
+                    ("content-language", o.content_language()),
+                    ("expires", o.expires_string()),
+                ] {
+                    if let Some(v) = value {
+                        found.headers.insert(name.to_string(), v.to_string());
+                    }
+                }
+                Ok(Some(found))
+            }
             Err(e) => match classify(e) {
                 RemoteError::NotFound => Ok(None),
                 e => Err(e),
@@ -336,6 +364,11 @@ impl RemoteStore for S3Remote {
             .key(key)
             .set_content_type(meta.content_type.clone())
             .set_metadata(Some(meta.user_metadata.clone().into_iter().collect()))
+            .set_cache_control(header(meta, "cache-control"))
+            .set_content_disposition(header(meta, "content-disposition"))
+            .set_content_encoding(header(meta, "content-encoding"))
+            .set_content_language(header(meta, "content-language"))
+            .set_expires(expires(meta))
             .body(SdkBody::from(buf.freeze()))
             .send()
             .await

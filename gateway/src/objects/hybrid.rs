@@ -92,7 +92,7 @@ fn described(found: RemoteObject, remote_key: String) -> ObjectManifest {
         wrapped_key: WrappedKey::from_bytes(Vec::new()),
         parts: Vec::new(),
         body: Body::Remote { key: remote_key },
-        headers: Default::default(),
+        headers: found.headers,
         tags: Default::default(),
     }
 }
@@ -302,6 +302,7 @@ impl ObjectService {
         let meta = UploadMeta {
             content_type: m.content_type.clone(),
             user_metadata: m.user_metadata.clone(),
+            headers: m.headers.clone(),
         };
         remote
             .store
