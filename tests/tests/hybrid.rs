@@ -803,6 +803,42 @@ async fn parity_in_the_cloud_keeps_objects_readable_and_repairable_without_m_dat
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+    // Pieces whose deletion waits for a remote that is down, and then the pairing is removed:
+    // the delete queue lets go of them instead of retrying forever.
+    put(&s3, "vault", "doc2", &test_bytes(100_000, 71)).await;
     remote.stop().await;
+    s3.delete_object()
+        .bucket("vault")
+        .key("doc2")
+        .send()
+        .await
+        .unwrap();
+    let queued = || {
+        cluster
+            .gateway
+            .meta
+            .gc_nodes()
+            .unwrap()
+            .iter()
+            .any(|(n, _)| *n == stand_in)
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(queued(), "the deletion waits for the remote");
+    let (status, body) = gateway::admin::request(
+        cluster.gateway.admin_addr,
+        &cluster.gateway.admin_token,
+        "DELETE",
+        "/admin/v1/buckets/vault/remote",
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let start = std::time::Instant::now();
+    while queued() {
+        assert!(start.elapsed() < Duration::from_secs(30), "still queued");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     cluster.stop().await;
 }

@@ -53,7 +53,7 @@ impl RoutedPieces {
         let bucket = self.peers.bucket(&peer)?;
         Some(match self.remotes.get(&bucket).await {
             Ok(Some(remote)) => {
-                let key = remote.config.remote_key(&format!(".pieces/{id}"));
+                let key = piece_key(&remote, id);
                 Ok((remote, key))
             }
             Ok(None) => Err(PieceError::Unreachable {
@@ -66,6 +66,11 @@ impl RoutedPieces {
             }),
         })
     }
+}
+
+/// Where piece `id` lives in `remote`.
+fn piece_key(remote: &super::Remote, id: PieceId) -> String {
+    remote.config.remote_key(&format!(".pieces/{id}"))
 }
 
 fn piece_error(peer: PeerId, piece: PieceId, e: RemoteError) -> PieceError {
@@ -150,15 +155,28 @@ impl PieceNet for RoutedPieces {
             if self.peers.bucket(&node).is_none() {
                 return self.nodes.delete(node, ids).await;
             }
-            for id in ids {
-                if let Some(remote) = self.remote_of(node, id).await {
-                    let (remote, key) = remote?;
-                    remote
-                        .store
-                        .delete(&key)
-                        .await
-                        .map_err(|e| piece_error(node, first, e))?;
+            let bucket = self.peers.bucket(&node).unwrap_or_default();
+            let remote = match self.remotes.get(&bucket).await {
+                Ok(Some(remote)) => remote,
+                // Unpaired (or the bucket deleted) since: its pieces there cannot be reached
+                // any more, and retrying forever would not change that.
+                Ok(None) => {
+                    tracing::warn!(bucket, pieces = ids.len(), "the bucket has no remote any more; its parity pieces there are left behind");
+                    return Ok(());
                 }
+                Err(e) => {
+                    return Err(PieceError::Unreachable {
+                        node,
+                        reason: e.to_string(),
+                    })
+                }
+            };
+            for id in ids {
+                remote
+                    .store
+                    .delete(&piece_key(&remote, id))
+                    .await
+                    .map_err(|e| piece_error(node, first, e))?;
             }
             Ok(())
         })
