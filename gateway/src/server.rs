@@ -200,10 +200,15 @@ impl Gateway {
         ));
 
         let s3 = {
+            // The owner id listings show: stable per gateway, derived from its identity.
+            let owner_id = crate::digest::hex(
+                blake3::hash(format!("s3 owner\0{peer_id}").as_bytes()).as_bytes(),
+            );
             let mut b = S3ServiceBuilder::new(S3Api::new(
                 objects.clone(),
                 config.max_requests,
                 config.region.clone(),
+                owner_id,
             ));
             b.set_auth(StoredKeys {
                 meta: meta.clone(),

@@ -373,3 +373,33 @@ async fn requests_beyond_the_concurrency_limit_get_slow_down() {
     );
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn listings_name_the_owner_as_s3_does() {
+    let cluster = Cluster::start(6, |_| {}).await;
+    let s3 = cluster.client();
+    s3.create_bucket().bucket("owned").send().await.unwrap();
+    s3.put_object()
+        .bucket("owned")
+        .key("k")
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .unwrap();
+    let v2 = s3.list_objects_v2().bucket("owned").send().await.unwrap();
+    assert!(v2.contents()[0].owner().is_none(), "v2 without fetch-owner");
+    let v2 = s3
+        .list_objects_v2()
+        .bucket("owned")
+        .fetch_owner(true)
+        .send()
+        .await
+        .unwrap();
+    let id = v2.contents()[0].owner().unwrap().id().unwrap().to_string();
+    assert_eq!(id.len(), 64);
+    let v1 = s3.list_objects().bucket("owned").send().await.unwrap();
+    assert_eq!(v1.contents()[0].owner().unwrap().id(), Some(id.as_str()));
+    let buckets = s3.list_buckets().send().await.unwrap();
+    assert_eq!(buckets.owner().unwrap().id(), Some(id.as_str()));
+    cluster.stop().await;
+}

@@ -38,15 +38,27 @@ pub struct S3Api {
     objects: Arc<ObjectService>,
     limit: Arc<Semaphore>,
     region: String,
+    /// The one owner of every bucket and object (a gateway is one account).
+    owner: dto::Owner,
 }
 
 impl S3Api {
-    /// Serves `objects`, at most `max_requests` at once (more get `SlowDown`).
-    pub fn new(objects: Arc<ObjectService>, max_requests: usize, region: String) -> Self {
+    /// Serves `objects`, at most `max_requests` at once (more get `SlowDown`). Listings name
+    /// `owner_id` (stable for the gateway) as every object's owner.
+    pub fn new(
+        objects: Arc<ObjectService>,
+        max_requests: usize,
+        region: String,
+        owner_id: String,
+    ) -> Self {
         S3Api {
             objects,
             limit: Arc::new(Semaphore::new(max_requests)),
             region,
+            owner: dto::Owner {
+                display_name: Some("gateway".into()),
+                id: Some(owner_id),
+            },
         }
     }
 
@@ -165,11 +177,17 @@ fn url_encode(s: &str) -> String {
     out
 }
 
-fn listed_objects(page: &ListPage, encode: KeyEncoder) -> Option<Vec<dto::Object>> {
+/// `owner`: shown on every object (ListObjects always, ListObjectsV2 with `fetch-owner`).
+fn listed_objects(
+    page: &ListPage,
+    encode: KeyEncoder,
+    owner: Option<&dto::Owner>,
+) -> Option<Vec<dto::Object>> {
     let objects: Vec<dto::Object> = page
         .objects
         .iter()
         .map(|o| dto::Object {
+            owner: owner.cloned(),
             key: Some(encode(&o.key)),
             size: Some(o.manifest.size as i64),
             e_tag: Some(ETag::Strong(o.manifest.etag.clone())),
@@ -257,6 +275,7 @@ impl S3 for S3Api {
             .collect();
         Ok(S3Response::new(dto::ListBucketsOutput {
             buckets: Some(buckets),
+            owner: Some(self.owner.clone()),
             ..Default::default()
         }))
     }
@@ -569,7 +588,11 @@ impl S3 for S3Api {
             is_truncated: Some(page.truncated),
             continuation_token: input.continuation_token,
             next_continuation_token: page.next_after.as_deref().map(encode_token),
-            contents: listed_objects(&page, encode),
+            contents: listed_objects(
+                &page,
+                encode,
+                input.fetch_owner.unwrap_or(false).then_some(&self.owner),
+            ),
             common_prefixes: listed_prefixes(&page, encode),
             encoding_type: input.encoding_type,
             ..Default::default()
@@ -598,7 +621,7 @@ impl S3 for S3Api {
             max_keys: Some(max_keys as i32),
             is_truncated: Some(page.truncated),
             next_marker: page.next_after.as_deref().map(encode),
-            contents: listed_objects(&page, encode),
+            contents: listed_objects(&page, encode, Some(&self.owner)),
             common_prefixes: listed_prefixes(&page, encode),
             encoding_type: input.encoding_type,
             request_charged: None,
