@@ -453,6 +453,26 @@ impl Meta {
         self.write(batch)
     }
 
+    /// Replaces the object version `old` with `new` (the same object, changed in where its
+    /// bytes are or in its attributes) if `old` is still what is stored; `false` if the object
+    /// changed or went away meanwhile.
+    fn swap(
+        &self,
+        bucket: &str,
+        key: &str,
+        old: &ObjectManifest,
+        new: &ObjectManifest,
+        upload: Option<&[u8; 16]>,
+        change: Change,
+    ) -> Result<bool, MetaError> {
+        let expect = Expect::Unchanged(Box::new(old.clone()));
+        match self.commit(bucket, key, new, upload, &expect, change) {
+            Ok(()) => Ok(true),
+            Err(MetaError::PreconditionFailed | MetaError::NoSuchBucket) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Adds to `batch`: clear `upload`'s pending entries, queueing those not in `used`.
     fn settle_pending(
         &self,

@@ -443,21 +443,18 @@ impl Meta {
         new: &ObjectManifest,
         upload: &[u8; 16],
     ) -> Result<bool, MetaError> {
-        match self.commit(
+        let swapped = self.swap(
             bucket,
             key,
+            old,
             new,
             Some(upload),
-            &super::Expect::Unchanged(Box::new(old.clone())),
             super::Change::Placement,
-        ) {
-            Ok(()) => Ok(true),
-            Err(MetaError::PreconditionFailed | MetaError::NoSuchBucket) => {
-                self.abandon_upload(upload)?;
-                Ok(false)
-            }
-            Err(e) => Err(e),
+        )?;
+        if !swapped {
+            self.abandon_upload(upload)?;
         }
+        Ok(swapped)
     }
 
     // --- audits and reputation ---

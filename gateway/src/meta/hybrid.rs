@@ -245,18 +245,7 @@ impl Meta {
         old: &ObjectManifest,
         tiered: &ObjectManifest,
     ) -> Result<bool, MetaError> {
-        match self.commit(
-            bucket,
-            key,
-            tiered,
-            None,
-            &super::Expect::Unchanged(Box::new(old.clone())),
-            super::Change::Tiering,
-        ) {
-            Ok(()) => Ok(true),
-            Err(MetaError::PreconditionFailed | MetaError::NoSuchBucket) => Ok(false),
-            Err(e) => Err(e),
-        }
+        self.swap(bucket, key, old, tiered, None, super::Change::Tiering)
     }
 
     /// Swaps in `new`, the same object with other attributes (tags), if the object is still
@@ -268,18 +257,7 @@ impl Meta {
         old: &ObjectManifest,
         new: &ObjectManifest,
     ) -> Result<bool, MetaError> {
-        match self.commit(
-            bucket,
-            key,
-            new,
-            None,
-            &super::Expect::Unchanged(Box::new(old.clone())),
-            super::Change::Placement,
-        ) {
-            Ok(()) => Ok(true),
-            Err(MetaError::PreconditionFailed) => Ok(false),
-            Err(e) => Err(e),
-        }
+        self.swap(bucket, key, old, new, None, super::Change::Placement)
     }
 
     /// Queues `bucket`/`key` for the mirror worker (which makes the remote match the local
