@@ -17,6 +17,21 @@ use super::{
     UploadMeta,
 };
 
+/// Sets an upload's content type, user metadata and stored headers on a PutObject or
+/// CreateMultipartUpload request (builders of different types with the same setters).
+macro_rules! with_upload_meta {
+    ($builder:expr, $meta:expr) => {
+        $builder
+            .set_content_type($meta.content_type.clone())
+            .set_metadata(Some($meta.user_metadata.clone().into_iter().collect()))
+            .set_cache_control(header($meta, "cache-control"))
+            .set_content_disposition(header($meta, "content-disposition"))
+            .set_content_encoding(header($meta, "content-encoding"))
+            .set_content_language(header($meta, "content-language"))
+            .set_expires(expires($meta))
+    };
+}
+
 /// Bodies up to this size go in one PUT; larger ones as multipart uploads with parts of at
 /// least this size (so at most two parts' worth of memory per upload).
 pub const PART_SIZE: u64 = 8 << 20;
@@ -104,14 +119,8 @@ impl S3Remote {
             .client
             .create_multipart_upload()
             .bucket(&self.bucket)
-            .key(key)
-            .set_content_type(meta.content_type.clone())
-            .set_metadata(Some(meta.user_metadata.clone().into_iter().collect()))
-            .set_cache_control(header(meta, "cache-control"))
-            .set_content_disposition(header(meta, "content-disposition"))
-            .set_content_encoding(header(meta, "content-encoding"))
-            .set_content_language(header(meta, "content-language"))
-            .set_expires(expires(meta))
+            .key(key);
+        let created = with_upload_meta!(created, meta)
             .send()
             .await
             .map_err(classify)?;
@@ -358,17 +367,8 @@ impl RemoteStore for S3Remote {
                 buf.len()
             )));
         }
-        self.client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .set_content_type(meta.content_type.clone())
-            .set_metadata(Some(meta.user_metadata.clone().into_iter().collect()))
-            .set_cache_control(header(meta, "cache-control"))
-            .set_content_disposition(header(meta, "content-disposition"))
-            .set_content_encoding(header(meta, "content-encoding"))
-            .set_content_language(header(meta, "content-language"))
-            .set_expires(expires(meta))
+        let put = self.client.put_object().bucket(&self.bucket).key(key);
+        with_upload_meta!(put, meta)
             .body(SdkBody::from(buf.freeze()))
             .send()
             .await

@@ -41,21 +41,30 @@ fn copy_range(spec: &str) -> S3Result<std::ops::Range<u64>> {
     Ok(first..last + 1)
 }
 
+/// The source of a CopyObject or UploadPartCopy (their inputs share these fields): bucket, key
+/// and manifest, once its `x-amz-copy-source-if-*` conditions hold.
+macro_rules! copy_source {
+    ($api:expr, $input:expr) => {{
+        let (bucket, key) = source(&$input.copy_source)?;
+        let src = $api.objects.head_object(&bucket, &key).await?;
+        Conditions {
+            if_match: &$input.copy_source_if_match,
+            if_none_match: &$input.copy_source_if_none_match,
+            if_modified_since: &$input.copy_source_if_modified_since,
+            if_unmodified_since: &$input.copy_source_if_unmodified_since,
+        }
+        .check_copy_source(&src)?;
+        (bucket, key, src)
+    }};
+}
+
 pub(super) async fn copy_object(
     api: &S3Api,
     req: S3Request<dto::CopyObjectInput>,
 ) -> S3Result<S3Response<dto::CopyObjectOutput>> {
     let _permit = api.permit()?;
     let input = req.input;
-    let (src_bucket, src_key) = source(&input.copy_source)?;
-    let src = api.objects.head_object(&src_bucket, &src_key).await?;
-    Conditions {
-        if_match: &input.copy_source_if_match,
-        if_none_match: &input.copy_source_if_none_match,
-        if_modified_since: &input.copy_source_if_modified_since,
-        if_unmodified_since: &input.copy_source_if_unmodified_since,
-    }
-    .check_copy_source(&src)?;
+    let (src_bucket, src_key, src) = copy_source!(api, input);
     let replace = input
         .metadata_directive
         .as_ref()
@@ -128,15 +137,7 @@ pub(super) async fn upload_part_copy(
     let _permit = api.permit()?;
     let input = req.input;
     let number = super::multipart::part_number(input.part_number)?;
-    let (src_bucket, src_key) = source(&input.copy_source)?;
-    let src = api.objects.head_object(&src_bucket, &src_key).await?;
-    Conditions {
-        if_match: &input.copy_source_if_match,
-        if_none_match: &input.copy_source_if_none_match,
-        if_modified_since: &input.copy_source_if_modified_since,
-        if_unmodified_since: &input.copy_source_if_unmodified_since,
-    }
-    .check_copy_source(&src)?;
+    let (src_bucket, _, src) = copy_source!(api, input);
     let range = input
         .copy_source_range
         .as_deref()
