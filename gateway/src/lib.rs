@@ -12,7 +12,7 @@
 //!   the rebuilding of what is lost (see `docs/audits.md`).
 //! - [`hybrid`], [`mirror`], [`tier`]: buckets paired with a bucket on another S3 service
 //!   (mirror, fallback, tier), the worker that keeps mirrors up to date and the one that moves
-//!   objects to their remote by policy (see `docs/hybrid.md`).
+//!   objects to their remote by policy (see `docs/hybrid.md`); [`worker`]: the loop they share.
 //! - [`admin`]: `/health`, `/metrics` ([`metrics`]) and the token-protected admin API
 //!   (`gateway status` reads it).
 //! - [`server`]: the composition root; [`dev`]: a whole local network in one command.
@@ -40,3 +40,4 @@ pub mod secrets;
 pub mod server;
 pub mod tier;
 pub mod time;
+pub mod worker;

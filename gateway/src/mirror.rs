@@ -91,17 +91,11 @@ impl Mirror {
 
     /// Works through the queue every interval until `cancel` fires.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
-        loop {
-            match self.pass().await {
-                Ok(0) => {}
-                Ok(n) => tracing::debug!(synced = n, "mirror pass"),
-                Err(e) => tracing::warn!(error = %e, "mirror pass failed"),
-            }
-            tokio::select! {
-                () = tokio::time::sleep(self.cfg.interval) => {}
-                () = cancel.cancelled() => return,
-            }
-        }
+        let interval = self.cfg.interval;
+        crate::worker::every("remote copies brought up to date", interval, cancel, || {
+            self.pass()
+        })
+        .await;
     }
 
     /// One pass over the entries due now; returns how many remote copies were brought up to

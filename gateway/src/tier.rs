@@ -79,17 +79,14 @@ impl Tierer {
 
     /// A pass every interval until `cancel` fires.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
-        loop {
-            match self.pass().await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(objects = n, "moved objects to their buckets' remotes"),
-                Err(e) => tracing::warn!(error = %e, "tiering pass failed"),
-            }
-            tokio::select! {
-                () = tokio::time::sleep(self.interval) => {}
-                () = cancel.cancelled() => return,
-            }
-        }
+        let interval = self.interval;
+        crate::worker::every(
+            "objects moved to their buckets' remotes",
+            interval,
+            cancel,
+            || self.pass(),
+        )
+        .await;
     }
 
     /// One pass over every tiered bucket; returns how many objects were moved.
