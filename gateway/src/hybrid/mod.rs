@@ -381,12 +381,21 @@ pub trait RemoteStore: Send + Sync + std::fmt::Debug {
 }
 
 /// Per-bucket remote configurations, with one client each (built when first needed, dropped
-/// when the configuration changes).
+/// when the configuration changes). Buckets without a remote are remembered too, so the data
+/// path's question "does this bucket have a remote?" costs a map lookup, not a metadata read.
 pub struct Remotes {
     meta: Arc<Meta>,
     master: Arc<MasterKey>,
     peers: Arc<RemotePeers>,
-    clients: Mutex<HashMap<String, Remote>>,
+    cache: Mutex<Cache>,
+}
+
+/// What [`Remotes::get`] learned, and a generation that every change bumps (a lookup that
+/// overlapped a change does not store what it read).
+#[derive(Default)]
+struct Cache {
+    remotes: HashMap<String, Option<Remote>>,
+    generation: u64,
 }
 
 impl std::fmt::Debug for Remotes {
@@ -414,7 +423,7 @@ impl Remotes {
             meta,
             master,
             peers,
-            clients: Mutex::new(HashMap::new()),
+            cache: Mutex::new(Cache::default()),
         };
         for (bucket, config) in remotes.all()? {
             if config.parity {
@@ -424,8 +433,15 @@ impl Remotes {
         Ok(remotes)
     }
 
-    fn clients(&self) -> std::sync::MutexGuard<'_, HashMap<String, Remote>> {
-        self.clients.lock().unwrap_or_else(|p| p.into_inner())
+    fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets what is known of `bucket`'s remote (after it changed, or the bucket went away).
+    pub fn forget(&self, bucket: &str) {
+        let mut cache = self.cache();
+        cache.generation += 1;
+        cache.remotes.remove(bucket);
     }
 
     /// Pairs `bucket` with a remote (replacing any earlier pairing). With mirroring on, every
@@ -474,7 +490,7 @@ impl Remotes {
             config: bytes,
         };
         self.meta.set_remote(bucket, &record, mirrored)?;
-        self.clients().remove(bucket);
+        self.forget(bucket);
         if config.parity {
             self.peers.add(parity_peer(bucket), bucket);
         }
@@ -510,7 +526,7 @@ impl Remotes {
     pub fn remove(&self, bucket: &str) -> Result<bool, ConfigError> {
         self.refuse_if_tiered(bucket)?;
         let had = self.meta.remove_remote(bucket)?;
-        self.clients().remove(bucket);
+        self.forget(bucket);
         Ok(had)
     }
 
@@ -570,16 +586,25 @@ impl Remotes {
 
     /// `bucket`'s remote with a client for it, `None` if the bucket has no remote.
     pub async fn get(&self, bucket: &str) -> Result<Option<Remote>, ConfigError> {
-        if let Some(remote) = self.clients().get(bucket).cloned() {
-            return Ok(Some(remote));
-        }
-        let Some(config) = self.config(bucket)? else {
-            return Ok(None);
+        let generation = {
+            let cache = self.cache();
+            if let Some(known) = cache.remotes.get(bucket) {
+                return Ok(known.clone());
+            }
+            cache.generation
         };
-        let store: Arc<dyn RemoteStore> = Arc::new(s3::S3Remote::connect(&config).await);
-        let remote = Remote { config, store };
-        self.clients().insert(bucket.to_string(), remote.clone());
-        Ok(Some(remote))
+        let remote = match self.config(bucket)? {
+            Some(config) => {
+                let store: Arc<dyn RemoteStore> = Arc::new(s3::S3Remote::connect(&config).await);
+                Some(Remote { config, store })
+            }
+            None => None,
+        };
+        let mut cache = self.cache();
+        if cache.generation == generation {
+            cache.remotes.insert(bucket.to_string(), remote.clone());
+        }
+        Ok(remote)
     }
 }
 
@@ -624,6 +649,23 @@ mod tests {
         assert!(!debug.contains("SECRET"), "{debug}");
         assert!(remotes.remove("local").unwrap());
         assert!(remotes.config("local").unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn what_is_known_of_a_remote_follows_every_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Arc::new(Meta::open(&dir.path().join("m")).unwrap());
+        let master = Arc::new(MasterKey::from_bytes(&[7; 32]).unwrap());
+        meta.create_bucket("b", 1).unwrap();
+        let remotes = Remotes::new(meta.clone(), master, Default::default()).unwrap();
+        assert!(remotes.get("b").await.unwrap().is_none()); // remembered as unpaired
+        remotes.set("b", &config()).unwrap();
+        assert_eq!(remotes.get("b").await.unwrap().unwrap().config, config());
+        // The bucket goes (unpaired in the metadata) and comes back: no stale remote.
+        meta.delete_bucket("b").unwrap();
+        remotes.forget("b");
+        meta.create_bucket("b", 2).unwrap();
+        assert!(remotes.get("b").await.unwrap().is_none());
     }
 
     #[test]

@@ -208,7 +208,10 @@ impl ObjectService {
             MetaError::NoSuchBucket => ObjectError::NoSuchBucket,
             MetaError::BucketNotEmpty => ObjectError::BucketNotEmpty,
             e => e.into(),
-        })
+        })?;
+        // Deleting a bucket unpairs it from its remote.
+        self.remotes.forget(name);
+        Ok(())
     }
 
     /// An object's manifest: the bucket's own, or (for a bucket that falls back to its
