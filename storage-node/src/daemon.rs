@@ -45,12 +45,6 @@ pub fn limit_malloc_arenas() {
     tracing::warn!(error = %err, "could not re-execute with MALLOC_ARENA_MAX set; using malloc defaults");
 }
 
-/// Free bytes on the filesystem holding `path`.
-pub fn disk_free(path: &std::path::Path) -> Option<u64> {
-    let s = rustix::fs::statvfs(path).ok()?;
-    Some(s.f_bavail.saturating_mul(s.f_frsize))
-}
-
 /// Runs the node until `shutdown` fires.
 pub async fn run(
     config: Config,
@@ -94,7 +88,10 @@ pub async fn run_wrapped(
         wrap(store.clone()),
         keypair,
         config.gateways.iter().map(|g| g.peer),
-        Box::new(move || disk_free(&data_dir)),
+        // What puts may use: the store keeps DISK_RESERVE free.
+        Box::new(move || {
+            crate::store::disk_free(&data_dir).map(|f| f.saturating_sub(crate::store::DISK_RESERVE))
+        }),
     ));
 
     for gateway in config.gateways.clone() {

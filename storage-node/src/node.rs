@@ -95,6 +95,7 @@ fn error_kind(e: &StoreError) -> ErrorKind {
         | StoreError::Challenge { .. } => ErrorKind::BadRequest,
         StoreError::Io { .. }
         | StoreError::Index(_)
+        | StoreError::IndexClosed
         | StoreError::BadRecord { .. }
         | StoreError::MissingColumnFamily => ErrorKind::Internal,
     }

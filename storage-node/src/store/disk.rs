@@ -16,8 +16,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
 
 use chunker::{Challenge, Outboard, PieceId, Proof};
 use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB};
@@ -34,6 +34,16 @@ const CF_STATE: &str = "state";
 const COUNTERS_KEY: &[u8] = b"counters";
 const RECORD_FORMAT: u8 = 1;
 const LOCK_STRIPES: usize = 64;
+/// Disk space a put leaves free, so that the index (rocksdb) always has room for its log and
+/// deletes can still be recorded: a put that would leave less is refused as
+/// [`StoreError::DiskFull`] before anything is written.
+pub const DISK_RESERVE: u64 = 16 << 20;
+
+/// Free bytes on the filesystem holding `path` (what an unprivileged writer may use).
+pub fn disk_free(path: &Path) -> Option<u64> {
+    let s = rustix::fs::statvfs(path).ok()?;
+    Some(s.f_bavail.saturating_mul(s.f_frsize))
+}
 
 /// Tuning of a [`DiskStore`].
 #[derive(Debug, Clone)]
@@ -134,13 +144,48 @@ pub struct Inspection {
 /// Pieces on a local disk. See the module docs for the layout and the crash-safety argument.
 #[derive(Debug)]
 pub struct DiskStore {
-    db: DB,
+    /// The index. `None` only after a reopen failed (see [`DiskStore::index`]).
+    db: RwLock<Option<DB>>,
+    /// rocksdb reported a full disk. From then on it refuses every write until it is reopened,
+    /// which the next operation does once there is room again.
+    index_full: AtomicBool,
     root: PathBuf,
     opts: DiskStoreOptions,
     used: AtomicU64,
     count: AtomicU64,
     /// Puts and deletes of one id are serialized; different ids proceed in parallel.
     locks: Vec<Mutex<()>>,
+}
+
+/// The open index, borrowed for one operation.
+struct Index<'a>(RwLockReadGuard<'a, Option<DB>>);
+
+impl std::ops::Deref for Index<'_> {
+    type Target = DB;
+
+    fn deref(&self) -> &DB {
+        match self.0.as_ref() {
+            Some(db) => db,
+            None => unreachable!("an Index is only made of an open index"),
+        }
+    }
+}
+
+fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
+    match db.cf_handle(name) {
+        Some(cf) => cf,
+        None => unreachable!("column family {name} is created on open"),
+    }
+}
+
+fn open_index(root: &Path) -> Result<DB, StoreError> {
+    let mut db_opts = Options::default();
+    db_opts.create_if_missing(true);
+    db_opts.create_missing_column_families(true);
+    let cfs = [CF_PIECES, CF_INLINE, CF_STATE]
+        .into_iter()
+        .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+    Ok(DB::open_cf_descriptors(&db_opts, root.join("index"), cfs)?)
 }
 
 fn id_from_key(key: &[u8]) -> Option<PieceId> {
@@ -173,15 +218,9 @@ impl DiskStore {
             fs::create_dir_all(root.join(dir))
                 .map_err(|e| StoreError::io("create store directories", e))?;
         }
-        let mut db_opts = Options::default();
-        db_opts.create_if_missing(true);
-        db_opts.create_missing_column_families(true);
-        let cfs = [CF_PIECES, CF_INLINE, CF_STATE]
-            .into_iter()
-            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
-        let db = DB::open_cf_descriptors(&db_opts, root.join("index"), cfs)?;
         let store = DiskStore {
-            db,
+            db: RwLock::new(Some(open_index(root)?)),
+            index_full: AtomicBool::new(false),
             root: root.to_path_buf(),
             opts,
             used: AtomicU64::new(0),
@@ -199,7 +238,10 @@ impl DiskStore {
             let entry = entry.map_err(|e| StoreError::io("list tmp", e))?;
             let _ = fs::remove_file(entry.path());
         }
-        let (used, count) = totals(&self.db, self.cf(CF_PIECES))?;
+        let (used, count) = {
+            let db = self.index()?;
+            totals(&db, cf(&db, CF_PIECES))?
+        };
         self.used.store(used, Ordering::SeqCst);
         self.count.store(count, Ordering::SeqCst);
         self.remove_orphan_files()
@@ -262,7 +304,8 @@ impl DiskStore {
 
     /// The node's persisted counters.
     pub fn counters(&self) -> Result<NodeCounters, StoreError> {
-        Ok(match self.db.get_cf(self.cf(CF_STATE), COUNTERS_KEY)? {
+        let db = self.index()?;
+        Ok(match db.get_cf(cf(&db, CF_STATE), COUNTERS_KEY)? {
             Some(bytes) => NodeCounters::decode(&bytes),
             None => NodeCounters::default(),
         })
@@ -270,26 +313,58 @@ impl DiskStore {
 
     /// Persists the node's counters.
     pub fn save_counters(&self, counters: &NodeCounters) -> Result<(), StoreError> {
-        self.db.put_cf_opt(
-            self.cf(CF_STATE),
-            COUNTERS_KEY,
-            counters.encode(),
-            &self.write_opts(),
-        )?;
-        Ok(())
+        let db = self.index()?;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(cf(&db, CF_STATE), COUNTERS_KEY, counters.encode());
+        self.write(&db, batch)
     }
 
-    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
-        match self.db.cf_handle(name) {
-            Some(cf) => cf,
-            None => unreachable!("column family {name} is created on open"),
+    /// The index for one operation; first reopened if a full disk stopped it and there is room
+    /// again. Never called while the same thread holds an `Index` (a reopen waits for them).
+    fn index(&self) -> Result<Index<'_>, StoreError> {
+        if self.index_full.load(Ordering::SeqCst)
+            && disk_free(&self.root).is_some_and(|free| free >= DISK_RESERVE)
+        {
+            self.reopen();
+        }
+        let guard = self.db.read().unwrap_or_else(PoisonError::into_inner);
+        if guard.is_none() {
+            return Err(StoreError::IndexClosed);
+        }
+        Ok(Index(guard))
+    }
+
+    /// Closes and opens the index again: the way out of rocksdb's stopped state after a full
+    /// disk. Waits for the operations under way.
+    fn reopen(&self) {
+        let mut db = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        if !self.index_full.swap(false, Ordering::SeqCst) {
+            return; // another operation reopened it meanwhile
+        }
+        *db = None; // rocksdb allows one open instance per directory
+        match open_index(&self.root) {
+            Ok(new) => {
+                tracing::info!("piece index reopened after a full disk");
+                *db = Some(new);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not reopen the piece index; retrying on the next request");
+                self.index_full.store(true, Ordering::SeqCst);
+            }
         }
     }
 
-    fn write_opts(&self) -> WriteOptions {
+    /// Writes `batch` durably (per [`DiskStoreOptions::sync`]), noting a full disk.
+    fn write(&self, db: &DB, batch: WriteBatch) -> Result<(), StoreError> {
         let mut w = WriteOptions::default();
         w.set_sync(self.opts.sync);
-        w
+        db.write_opt(batch, &w).map_err(|e| {
+            let e = StoreError::from(e);
+            if matches!(e, StoreError::DiskFull) {
+                self.index_full.store(true, Ordering::SeqCst);
+            }
+            e
+        })
     }
 
     fn lock(&self, id: &PieceId) -> MutexGuard<'_, ()> {
@@ -308,7 +383,9 @@ impl DiskStore {
     }
 
     fn record(&self, id: &PieceId) -> Result<Option<Record>, StoreError> {
-        match self.db.get_pinned_cf(self.cf(CF_PIECES), id.as_bytes())? {
+        let db = self.index()?;
+        let found = db.get_pinned_cf(cf(&db, CF_PIECES), id.as_bytes())?;
+        match found {
             Some(bytes) => Record::decode(id, &bytes).map(Some),
             None => Ok(None),
         }
@@ -367,13 +444,13 @@ impl DiskStore {
     /// Reads `range` of a stored piece's bytes (no verification).
     fn read(&self, id: &PieceId, rec: &Record, range: Range<u64>) -> Result<Vec<u8>, StoreError> {
         if rec.inline {
-            let bytes = self
-                .db
-                .get_pinned_cf(self.cf(CF_INLINE), id.as_bytes())?
-                .ok_or(StoreError::Corrupt {
+            let db = self.index()?;
+            let bytes = db.get_pinned_cf(cf(&db, CF_INLINE), id.as_bytes())?.ok_or(
+                StoreError::Corrupt {
                     id: *id,
                     rot: Rot::FileMissing,
-                })?;
+                },
+            )?;
             if bytes.len() as u64 != rec.len {
                 return Err(StoreError::Corrupt {
                     id: *id,
@@ -432,6 +509,9 @@ impl PieceStore for DiskStore {
             return Ok(PutOutcome::AlreadyStored);
         }
         let len = data.len() as u64;
+        if disk_free(&self.root).is_some_and(|free| free < len.saturating_add(DISK_RESERVE)) {
+            return Err(StoreError::DiskFull);
+        }
         self.reserve(len)?;
         let now = now_ms();
         let rec = Record {
@@ -442,15 +522,15 @@ impl PieceStore for DiskStore {
             outboard: outboard.to_bytes(),
         };
         let result = (|| {
+            let db = self.index()?;
             let mut batch = WriteBatch::default();
             if rec.inline {
-                batch.put_cf(self.cf(CF_INLINE), id.as_bytes(), data);
+                batch.put_cf(cf(&db, CF_INLINE), id.as_bytes(), data);
             } else {
                 self.write_file(&id, data)?;
             }
-            batch.put_cf(self.cf(CF_PIECES), id.as_bytes(), rec.encode());
-            self.db.write_opt(batch, &self.write_opts())?;
-            Ok(())
+            batch.put_cf(cf(&db, CF_PIECES), id.as_bytes(), rec.encode());
+            self.write(&db, batch)
         })();
         match result {
             Ok(()) => {
@@ -497,12 +577,15 @@ impl PieceStore for DiskStore {
         let Some(rec) = self.record(id)? else {
             return Ok(false);
         };
-        let mut batch = WriteBatch::default();
-        batch.delete_cf(self.cf(CF_PIECES), id.as_bytes());
-        if rec.inline {
-            batch.delete_cf(self.cf(CF_INLINE), id.as_bytes());
+        {
+            let db = self.index()?;
+            let mut batch = WriteBatch::default();
+            batch.delete_cf(cf(&db, CF_PIECES), id.as_bytes());
+            if rec.inline {
+                batch.delete_cf(cf(&db, CF_INLINE), id.as_bytes());
+            }
+            self.write(&db, batch)?;
         }
-        self.db.write_opt(batch, &self.write_opts())?;
         if !rec.inline {
             match fs::remove_file(self.path(id)) {
                 Ok(()) => {}
@@ -529,7 +612,8 @@ impl PieceStore for DiskStore {
             None => IteratorMode::Start,
         };
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(self.cf(CF_PIECES), mode) {
+        let db = self.index()?;
+        for item in db.iterator_cf(cf(&db, CF_PIECES), mode) {
             if out.len() >= limit {
                 break;
             }
@@ -564,8 +648,10 @@ impl PieceStore for DiskStore {
                 // Still the same piece (not deleted meanwhile)? Then record the check.
                 if self.record(id)?.is_some() {
                     rec.verified_ms = now;
-                    self.db
-                        .put_cf(self.cf(CF_PIECES), id.as_bytes(), rec.encode())?;
+                    let db = self.index()?;
+                    let mut batch = WriteBatch::default();
+                    batch.put_cf(cf(&db, CF_PIECES), id.as_bytes(), rec.encode());
+                    self.write(&db, batch)?;
                 }
                 Ok(ScrubResult::Intact)
             }

@@ -17,7 +17,7 @@ mod memory;
 #[cfg(test)]
 mod tests;
 
-pub use disk::{DiskStore, DiskStoreOptions, Inspection, NodeCounters};
+pub use disk::{disk_free, DiskStore, DiskStoreOptions, Inspection, NodeCounters, DISK_RESERVE};
 pub use memory::MemoryStore;
 
 /// Largest piece a store accepts (the chunker's largest piece size).
@@ -64,7 +64,11 @@ pub enum StoreError {
     #[error("the piece index lacks a column family (not a store directory?)")]
     MissingColumnFamily,
     #[error("piece index: {0}")]
-    Index(#[from] rocksdb::Error),
+    Index(rocksdb::Error),
+    #[error(
+        "the piece index could not be reopened after a full disk; retried on the next request"
+    )]
+    IndexClosed,
     #[error("index record for piece {id} is unreadable: {rot}")]
     BadRecord { id: PieceId, rot: Rot },
 }
@@ -84,6 +88,18 @@ pub enum Rot {
     Record,
     #[error("the stored outboard does not fit the piece")]
     Outboard,
+}
+
+impl From<rocksdb::Error> for StoreError {
+    /// A full disk is [`StoreError::DiskFull`] wherever it shows, in the index too (rocksdb
+    /// reports it only in its message: "IO error: No space left on device: …").
+    fn from(e: rocksdb::Error) -> Self {
+        if e.kind() == rocksdb::ErrorKind::IOError && e.as_ref().contains("No space left") {
+            StoreError::DiskFull
+        } else {
+            StoreError::Index(e)
+        }
+    }
 }
 
 impl StoreError {
