@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use storage_node::config::{GatewayAddr, RawConfig, CONFIG_FILE};
 use storage_node::identity;
 use storage_node::store::DiskStore;
@@ -56,15 +56,8 @@ enum Command {
     Run {
         #[arg(long, env = "STORAGE_NODE_DATA_DIR")]
         data_dir: PathBuf,
-        /// Override the configured capacity.
-        #[arg(long, env = "STORAGE_NODE_CAPACITY")]
-        capacity: Option<String>,
-        /// Override the configured listen addresses (repeat for more).
-        #[arg(long = "listen", env = "STORAGE_NODE_LISTEN", value_delimiter = ',')]
-        listen: Vec<String>,
-        /// Override the configured metrics address.
-        #[arg(long, env = "STORAGE_NODE_METRICS_LISTEN")]
-        metrics_listen: Option<String>,
+        #[command(flatten)]
+        overrides: Overrides,
     },
     /// Print the node id (its libp2p peer id).
     Id {
@@ -79,6 +72,46 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `run`'s overrides of the configuration file, each also settable from the environment.
+#[derive(Debug, Args)]
+struct Overrides {
+    /// Override the configured capacity.
+    #[arg(long, env = "STORAGE_NODE_CAPACITY")]
+    capacity: Option<String>,
+    /// Override the configured listen addresses (repeat for more).
+    #[arg(long = "listen", env = "STORAGE_NODE_LISTEN", value_delimiter = ',')]
+    listen: Vec<String>,
+    /// Override the configured metrics address.
+    #[arg(long, env = "STORAGE_NODE_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
+    /// Override how many bytes per second the scrub re-hashes, e.g. 16MiB.
+    #[arg(long, env = "STORAGE_NODE_SCRUB_RATE")]
+    scrub_rate: Option<String>,
+    /// Override the pause between two scrub passes, e.g. 24h.
+    #[arg(long, env = "STORAGE_NODE_SCRUB_INTERVAL")]
+    scrub_interval: Option<String>,
+}
+
+impl Overrides {
+    fn apply(self, raw: &mut RawConfig) {
+        if let Some(c) = self.capacity {
+            raw.capacity = c;
+        }
+        if !self.listen.is_empty() {
+            raw.listen = self.listen;
+        }
+        if let Some(m) = self.metrics_listen {
+            raw.metrics_listen = m;
+        }
+        if let Some(r) = self.scrub_rate {
+            raw.scrub_rate = r;
+        }
+        if let Some(i) = self.scrub_interval {
+            raw.scrub_interval = i;
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -104,10 +137,8 @@ fn main() -> ExitCode {
         ),
         Command::Run {
             data_dir,
-            capacity,
-            listen,
-            metrics_listen,
-        } => run(&data_dir, capacity, listen, metrics_listen),
+            overrides,
+        } => run(&data_dir, overrides),
         Command::Id { data_dir } => id(&data_dir),
         Command::Status { data_dir, json } => status(&data_dir, json),
     };
@@ -164,12 +195,7 @@ fn init(
     Ok(())
 }
 
-fn run(
-    data_dir: &Path,
-    capacity: Option<String>,
-    listen: Vec<String>,
-    metrics_listen: Option<String>,
-) -> anyhow::Result<()> {
+fn run(data_dir: &Path, overrides: Overrides) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -178,15 +204,7 @@ fn run(
         .with_writer(std::io::stderr)
         .init();
     let mut raw = RawConfig::load(data_dir)?;
-    if let Some(c) = capacity {
-        raw.capacity = c;
-    }
-    if !listen.is_empty() {
-        raw.listen = listen;
-    }
-    if let Some(m) = metrics_listen {
-        raw.metrics_listen = m;
-    }
+    overrides.apply(&mut raw);
     let config = raw.validate(data_dir)?;
     let keypair = identity::load(data_dir)?;
     let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
