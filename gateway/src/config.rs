@@ -98,6 +98,8 @@ pub struct RawConfig {
     pub mirror_concurrency: usize,
     /// How often tiered buckets are looked through for objects to move to their remote.
     pub tier_interval: String,
+    /// How often every segment is counted by health (`gateway_segments`).
+    pub census_interval: String,
 }
 
 impl Default for RawConfig {
@@ -137,6 +139,7 @@ impl Default for RawConfig {
             mirror_interval: "1s".into(),
             mirror_concurrency: 4,
             tier_interval: "1m".into(),
+            census_interval: "1m".into(),
         }
     }
 }
@@ -165,6 +168,7 @@ pub struct Config {
     pub repair: RepairConfig,
     pub mirror: MirrorConfig,
     pub tier_interval: Duration,
+    pub census_interval: Duration,
 }
 
 impl RawConfig {
@@ -314,6 +318,7 @@ impl RawConfig {
                 },
             },
             tier_interval: duration("tier_interval", &self.tier_interval)?,
+            census_interval: duration("census_interval", &self.census_interval)?,
         })
     }
 

@@ -20,6 +20,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod census;
 pub mod config;
 pub mod dev;
 pub mod digest;

@@ -16,6 +16,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::Auditor;
+use crate::census::Census;
 use crate::config::Config;
 use crate::hybrid::pieces::RoutedPieces;
 use crate::hybrid::Remotes;
@@ -55,6 +56,7 @@ pub struct Gateway {
     pub health: Arc<Health>,
     pub mirror: Arc<Mirror>,
     pub tierer: Arc<Tierer>,
+    pub census: Arc<Census>,
     host: storage_node::net::HostHandle,
     cancel: CancellationToken,
     tasks: JoinSet<()>,
@@ -187,6 +189,12 @@ impl Gateway {
             config.tier_interval,
         ));
         tasks.spawn(tierer.clone().run(cancel.clone()));
+        let census = Arc::new(Census::new(
+            meta.clone(),
+            health.clone(),
+            config.census_interval,
+        ));
+        tasks.spawn(census.clone().run(cancel.clone()));
         tasks.spawn(objects.clone().run_copy_in(cancel.clone()));
         tasks.spawn(auditor.clone().run(cancel.clone()));
         tasks.spawn(repairer.clone().run(cancel.clone()));
@@ -253,6 +261,7 @@ impl Gateway {
             auditor: auditor.clone(),
             mirror: mirror.clone(),
             tierer: tierer.clone(),
+            census: census.clone(),
             remotes: remotes.clone(),
             s3_metrics,
             token: admin_token.clone().into(),
@@ -283,6 +292,7 @@ impl Gateway {
             health,
             mirror,
             tierer,
+            census,
             host: host_handle,
             cancel,
             tasks,

@@ -147,3 +147,74 @@ async fn pieces_of_deleted_and_overwritten_objects_are_removed_from_nodes() {
     assert_eq!(get(&s3, "obj").await.unwrap(), test_bytes(5_000_000, 6));
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_census_counts_segments_by_health() {
+    use chunker::manifest::Body;
+    use gateway::meta::PieceRef;
+    // Threshold k + 1 = 5 of 6: one lost piece is "degraded", two are "repair_due". The
+    // repairer waits an hour so the census sees the losses as marked.
+    let cluster = Cluster::start(6, |c| {
+        c.repair_margin = 1;
+        c.repair_interval = "1h".into();
+    })
+    .await;
+    let s3 = cluster.client();
+    s3.create_bucket().bucket("bkt").send().await.unwrap();
+    put(&s3, "big", &test_bytes(9_000_000, 1)).await;
+    put(&s3, "small", b"inline").await;
+    let census = cluster.gateway.census.pass().unwrap();
+    assert_eq!(
+        (census.objects, census.objects_without_segments, census.full),
+        (2, 1, 3)
+    );
+
+    let gw = &cluster.gateway;
+    let manifest = gw.meta.object("bkt", "big").unwrap().unwrap();
+    let Body::Segments(segments) = &manifest.body else {
+        panic!("a 9 MB object has segments");
+    };
+    // Segment i loses i + 1 pieces: degraded, repair_due, unreadable.
+    for (i, seg) in segments.iter().enumerate() {
+        for p in &seg.pieces[..=i] {
+            let piece = PieceRef {
+                node: p.node.clone().unwrap(),
+                piece: p.id,
+            };
+            gw.meta.mark_bad(&piece, "test").unwrap().unwrap();
+        }
+    }
+    let census = gw.census.pass().unwrap();
+    assert_eq!(
+        census.by_health(),
+        [
+            ("full", 0),
+            ("degraded", 1),
+            ("repair_due", 1),
+            ("unreadable", 1)
+        ]
+    );
+
+    // /metrics and /admin/v1/status show the last census.
+    let (_, metrics) = gateway::admin::request(gw.admin_addr, "", "GET", "/metrics", None)
+        .await
+        .unwrap();
+    for line in [
+        "gateway_segments{health=\"degraded\"} 1",
+        "gateway_segments{health=\"unreadable\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
+    let (_, status) = gateway::admin::request(
+        gw.admin_addr,
+        &gw.admin_token,
+        "GET",
+        "/admin/v1/status",
+        None,
+    )
+    .await
+    .unwrap();
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["segments"]["repair_due"], 1, "{status}");
+    cluster.stop().await;
+}

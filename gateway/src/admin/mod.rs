@@ -103,6 +103,10 @@ pub struct Status {
     /// Age of the oldest change not yet on its remote, over all buckets.
     #[serde(default)]
     pub mirror_lag_secs: u64,
+    /// Segments by health as of the last census (`None` before the first one).
+    pub segments: Option<crate::census::SegmentCensus>,
+    /// Age of that census.
+    pub census_age_secs: Option<u64>,
 }
 
 /// The parts of a gateway the admin API reads.
@@ -116,6 +120,7 @@ pub struct AdminState {
     pub auditor: Arc<crate::audit::Auditor>,
     pub mirror: Arc<crate::mirror::Mirror>,
     pub tierer: Arc<crate::tier::Tierer>,
+    pub census: Arc<crate::census::Census>,
     pub remotes: Arc<crate::hybrid::Remotes>,
     pub s3_metrics: Arc<crate::metrics::S3Metrics>,
     pub token: Arc<str>,
@@ -201,6 +206,7 @@ fn authorized(headers: &HeaderMap, token: &str) -> bool {
 }
 
 async fn status(State(s): State<AdminState>) -> Response {
+    let census = s.census.last();
     let nodes = node_statuses(&s.nodes);
     let online: Vec<&NodeStatus> = nodes.iter().filter(|n| n.online).collect();
     let counts = (|| {
@@ -234,6 +240,8 @@ async fn status(State(s): State<AdminState>) -> Response {
             .map(|b| hybrid::Backlog::from(b).lag_secs)
             .max()
             .unwrap_or(0),
+        segments: census.as_ref().map(|(_, c)| c.clone()),
+        census_age_secs: census.as_ref().map(|(age, _)| age.as_secs()),
         nodes,
     })
     .into_response()
@@ -282,6 +290,22 @@ async fn metrics(State(s): State<AdminState>) -> Response {
         ),
     ] {
         t.single(name, "gauge", help, value as f64);
+    }
+    if let Some((age, census)) = s.census.last() {
+        t.family(
+            "segments",
+            "gauge",
+            "Segments by health (full, degraded, repair_due, unreadable) at the last census.",
+        );
+        for (health, n) in census.by_health() {
+            t.sample("segments", &format!("{{health=\"{health}\"}}"), n as f64);
+        }
+        t.single(
+            "census_age_seconds",
+            "gauge",
+            "Age of the last segment census.",
+            age.as_secs_f64(),
+        );
     }
     t.family("audits_total", "counter", "Audits since start by verdict.");
     for (verdict, n) in s.auditor.counts.by_verdict() {
