@@ -4,15 +4,15 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::primitives::ByteStream;
-use rustix::process::{kill_process, Pid, Signal};
-
-const BIN: &str = env!("CARGO_BIN_EXE_gateway");
+use common::{client, data, free_port, node_pids, pid, wait_cluster, wait_gone, BIN};
+use rustix::process::{kill_process, Signal};
 
 /// Quick failure detection and garbage collection.
 const FAST_GC: &[(&str, &str)] = &[
@@ -20,111 +20,14 @@ const FAST_GC: &[(&str, &str)] = &[
     ("GATEWAY_GC_INTERVAL", "300ms"),
 ];
 
-/// A port that was free a moment ago (`gateway dev` also uses the next one, +10 and +100…).
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-fn spawn_dev(data: &Path, port: u16, env: &[(&str, &str)]) -> Child {
-    let storage_node = Path::new(BIN).with_file_name("storage-node");
-    assert!(
-        storage_node.exists(),
-        "{} is missing: run the tests with `cargo test --workspace` so it is built",
-        storage_node.display()
-    );
-    Command::new(BIN)
-        .args(["dev", "--nodes", "6", "--data"])
-        .arg(data)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .envs(env.iter().copied())
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap()
-}
-
-async fn wait_cluster(data: &Path) -> serde_json::Value {
-    let path = data.join("cluster.json");
-    for _ in 0..1200 {
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            if let Ok(v) = serde_json::from_str(&text) {
-                return v;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("gateway dev did not write {}", path.display());
-}
-
-fn client(cluster: &serde_json::Value) -> aws_sdk_s3::Client {
-    let s = |k: &str| cluster[k].as_str().unwrap().to_string();
-    let config = aws_sdk_s3::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(s("region")))
-        .endpoint_url(s("endpoint"))
-        .credentials_provider(Credentials::new(
-            s("access_key"),
-            s("secret_key"),
-            None,
-            None,
-            "t",
-        ))
-        .force_path_style(true)
-        .build();
-    aws_sdk_s3::Client::from_conf(config)
+fn spawn_dev(data: &Path, port: u16, env: &[(&str, &str)]) -> std::process::Child {
+    common::spawn_dev(data, port, 6, env)
 }
 
 fn piece_files(data: &Path) -> usize {
-    fn walk(dir: &Path) -> usize {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return 0;
-        };
-        entries
-            .flatten()
-            .map(|e| {
-                let p = e.path();
-                if p.is_dir() {
-                    walk(&p)
-                } else {
-                    1
-                }
-            })
-            .sum()
-    }
     (0..6)
-        .map(|i| walk(&data.join(format!("node-{i}")).join("pieces")))
+        .map(|i| common::files(&data.join(format!("node-{i}")).join("pieces")).len())
         .sum()
-}
-
-fn pid(raw: u32) -> Pid {
-    Pid::from_raw(i32::try_from(raw).unwrap()).unwrap()
-}
-
-async fn wait_gone(raw: u32) {
-    for _ in 0..400 {
-        if rustix::process::test_kill_process(pid(raw)).is_err() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("process {raw} did not exit");
-}
-
-fn node_pids(cluster: &serde_json::Value) -> Vec<u32> {
-    cluster["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| u32::try_from(n["pid"].as_u64().unwrap()).unwrap())
-        .collect()
-}
-
-fn data(i: usize, len: usize) -> Vec<u8> {
-    (0..len).map(|j| ((i * 31 + j * 7) % 251) as u8).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
