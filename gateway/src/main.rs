@@ -277,6 +277,12 @@ async fn status(config: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
         s.repair_queue,
         s.bad_pieces,
     );
+    if let (Some(c), Some(age)) = (&s.segments, s.census_age_secs) {
+        println!(
+            "segments      {} full, {} degraded, {} repair due, {} unreadable (counted {age} s ago)\n",
+            c.full, c.degraded, c.repair_due, c.unreadable
+        );
+    }
     for n in &s.nodes {
         let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!(
