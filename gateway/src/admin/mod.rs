@@ -2,6 +2,7 @@
 //! token, the JSON admin API that `gateway status` and `gateway audit export` read:
 //!
 //! - `GET /metrics` (no token): Prometheus text, see [`crate::metrics`].
+//! - `GET /dashboard` (no token to load; the page asks for it): an HTML dashboard on the API.
 //! - `GET /admin/v1/status`: nodes, capacity, queues (the summary).
 //! - `GET /admin/v1/nodes`: every node with its state, reason, scores and audit counts.
 //! - `GET /admin/v1/audits?node=ID&verdict=fail&since=MS&limit=N`: recent audits, newest last.
@@ -144,6 +145,7 @@ pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/health", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
+        .route("/dashboard", get(dashboard))
         .merge(api)
         .with_state(state)
 }
@@ -245,6 +247,24 @@ async fn status(State(s): State<AdminState>) -> Response {
         nodes,
     })
     .into_response()
+}
+
+/// The dashboard page. It holds no data and needs no token to load: its script reads the admin
+/// API with the token given in the address (`/dashboard#token=…`, never sent to the server as
+/// such) or typed into it.
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// `GET /dashboard`: nodes, segment health, repair, audits and mirrors, refreshed every 2 s, with
+/// throughput and health charts of the last minutes (kept by the page).
+async fn dashboard() -> Response {
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (axum::http::header::CACHE_CONTROL, "no-store"),
+        ],
+        DASHBOARD,
+    )
+        .into_response()
 }
 
 /// `GET /metrics`: Prometheus text (see [`crate::metrics`]).
