@@ -167,14 +167,12 @@ pub async fn run(opts: DevOptions, cancel: CancellationToken) -> anyhow::Result<
 
     eprintln!(
         "\nlocal network up: gateway + {n} storage nodes\n\
-         \n  S3 endpoint   {endpoint}\n  region        {region}\n  access key    {access_key}\n  secret key    {secret_key}\n  dashboard     {dashboard}\n  cluster file  {path}\n\
+         \n  S3 endpoint   {endpoint}\n  region        {region}\n  access key    {access_key}\n  secret key    {secret_key}\n  dashboard     {admin}/dashboard#token={token}\n  cluster file  {path}\n\
          \nTry it:\n\n  export AWS_ACCESS_KEY_ID={access_key} AWS_SECRET_ACCESS_KEY={secret_key} AWS_DEFAULT_REGION={region}\n  aws --endpoint-url {endpoint} s3 mb s3://demo\n  aws --endpoint-url {endpoint} s3 cp ./some-file s3://demo/\n  aws --endpoint-url {endpoint} s3 ls s3://demo\n\
          \nCtrl-C stops the gateway and the nodes.\n",
         n = opts.nodes,
-        dashboard = format!(
-            "{}/dashboard#token={}",
-            cluster.admin.address, cluster.admin.token
-        ),
+        admin = cluster.admin.address,
+        token = cluster.admin.token,
         path = cluster_path.display(),
     );
 

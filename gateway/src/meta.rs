@@ -745,7 +745,7 @@ pub mod hybrid;
 mod multipart;
 pub use health::{AuditRecord, BadPiece, HeldPiece, RepairEntry, Verdict};
 pub use hybrid::{MirrorBacklog, MirrorEntry, MirrorItem, RemoteRecord};
-pub use multipart::{StoredPart, UploadRecord};
+pub use multipart::{StoredPart, UploadRecord, UploadsFrom};
 
 #[cfg(test)]
 mod tests;

@@ -348,3 +348,112 @@ async fn abandoned_uploads_are_aborted_after_their_ttl() {
     assert_eq!(code(&e.into_service_error()), "NoSuchUpload");
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn uploads_list_with_delimiter_prefix_and_markers_as_s3_does() {
+    let cluster = Cluster::start(6, |_| {}).await;
+    let s3 = cluster.client();
+    s3.create_bucket().bucket("parts").send().await.unwrap();
+    let mut ids = std::collections::BTreeMap::new();
+    for key in ["a/1", "a/2", "b", "c/x/1", "c/x/2", "c/y", "d"] {
+        let up = s3
+            .create_multipart_upload()
+            .bucket("parts")
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+        ids.insert(key, up.upload_id().unwrap().to_string());
+    }
+    // "b" has two uploads.
+    let second_b = s3
+        .create_multipart_upload()
+        .bucket("parts")
+        .key("b")
+        .send()
+        .await
+        .unwrap();
+    let second_b = second_b.upload_id().unwrap().to_string();
+
+    // One page: uploads of b (both) and d; a/ and c/ rolled up.
+    let page = s3
+        .list_multipart_uploads()
+        .bucket("parts")
+        .delimiter("/")
+        .send()
+        .await
+        .unwrap();
+    let keys: Vec<&str> = page.uploads().iter().filter_map(|u| u.key()).collect();
+    let prefixes: Vec<&str> = page
+        .common_prefixes()
+        .iter()
+        .filter_map(|p| p.prefix())
+        .collect();
+    assert_eq!(keys, ["b", "b", "d"]);
+    assert_eq!(prefixes, ["a/", "c/"]);
+    assert_eq!(page.delimiter(), Some("/"));
+    assert_eq!(page.is_truncated(), Some(false));
+
+    // Under a prefix.
+    let page = s3
+        .list_multipart_uploads()
+        .bucket("parts")
+        .prefix("c/")
+        .delimiter("/")
+        .send()
+        .await
+        .unwrap();
+    let keys: Vec<&str> = page.uploads().iter().filter_map(|u| u.key()).collect();
+    let prefixes: Vec<&str> = page
+        .common_prefixes()
+        .iter()
+        .filter_map(|p| p.prefix())
+        .collect();
+    assert_eq!((keys, prefixes), (vec!["c/y"], vec!["c/x/"]));
+
+    // Pages of one entry each, following the markers: a/, b, b, c/, d.
+    let mut seen = Vec::new();
+    let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
+    for _ in 0..10 {
+        let page = s3
+            .list_multipart_uploads()
+            .bucket("parts")
+            .delimiter("/")
+            .max_uploads(1)
+            .set_key_marker(key_marker.clone())
+            .set_upload_id_marker(id_marker.clone())
+            .send()
+            .await
+            .unwrap();
+        for p in page.common_prefixes() {
+            seen.push(p.prefix().unwrap().to_string());
+        }
+        for u in page.uploads() {
+            seen.push(format!("{}#{}", u.key().unwrap(), u.upload_id().unwrap()));
+        }
+        if page.is_truncated() != Some(true) {
+            break;
+        }
+        key_marker = page.next_key_marker().map(String::from);
+        id_marker = page.next_upload_id_marker().map(String::from);
+    }
+    let expected = vec![
+        "a/".to_string(),
+        format!("b#{}", ids["b"]),
+        format!("b#{second_b}"),
+        "c/".to_string(),
+        format!("d#{}", ids["d"]),
+    ];
+    assert_eq!(seen, expected);
+
+    // Without a delimiter every upload is listed, in key then id order.
+    let page = s3
+        .list_multipart_uploads()
+        .bucket("parts")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.uploads().len(), 8);
+    assert!(page.common_prefixes().is_empty());
+    cluster.stop().await;
+}

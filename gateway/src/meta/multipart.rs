@@ -105,6 +105,20 @@ fn part_key(id: &[u8; 16], number: u32) -> Vec<u8> {
     k
 }
 
+/// Where a listing of multipart uploads starts (uploads are ordered by key, then id).
+#[derive(Debug, Clone, Copy)]
+pub enum UploadsFrom<'a> {
+    /// At the prefix.
+    Start,
+    /// Past every upload of this key.
+    AfterKey(&'a str),
+    /// Past this upload.
+    AfterUpload(&'a str, &'a [u8; 16]),
+    /// At the first key not below these bytes (the successor of a common prefix, which need
+    /// not be UTF-8).
+    AtKey(&'a [u8]),
+}
+
 impl Meta {
     /// Records a new upload. [`MetaError::NoSuchBucket`] if the bucket does not exist.
     pub fn create_upload(
@@ -243,22 +257,27 @@ impl Meta {
         &self,
         bucket: &str,
         prefix: &str,
-        after: Option<(&str, Option<&[u8; 16]>)>,
+        from: UploadsFrom<'_>,
         limit: usize,
     ) -> Result<Vec<(String, [u8; 16], UploadRecord)>, MetaError> {
         let base = object_key(bucket, "");
         let full_prefix = object_key(bucket, prefix);
-        let start = match after {
-            None => full_prefix.clone(),
-            Some((key, None)) => {
+        let start = match from {
+            UploadsFrom::Start => full_prefix.clone(),
+            UploadsFrom::AfterKey(key) => {
                 // Past every upload of `key`: its entries are `key 0x00 id`.
                 let mut k = object_key(bucket, key);
                 k.push(1);
                 k
             }
-            Some((key, Some(id))) => {
+            UploadsFrom::AfterUpload(key, id) => {
                 let mut k = upload_key(bucket, key, id);
                 k.push(0);
+                k
+            }
+            UploadsFrom::AtKey(key) => {
+                let mut k = base.clone();
+                k.extend_from_slice(key);
                 k
             }
         };

@@ -13,7 +13,7 @@ use futures::Stream;
 use super::put::{BodySpec, UploadGuard};
 use super::{ObjectError, ObjectService};
 use crate::digest::{hex, BodyDigest, Digests};
-use crate::meta::{Expect, MetaError, StoredPart, UploadRecord};
+use crate::meta::{Expect, MetaError, StoredPart, UploadRecord, UploadsFrom};
 use crate::time::now_ms;
 
 /// Smallest part (except the last) S3 accepts in a completed upload.
@@ -64,6 +64,37 @@ pub struct ChosenPart {
     pub etag: String,
     /// Checksums the client states for it (raw bytes).
     pub checksums: Vec<(ChecksumAlgorithm, Vec<u8>)>,
+}
+
+/// Where the next batch of an uploads listing starts.
+enum Resume {
+    Start,
+    AfterKey(String),
+    AfterUpload(String, [u8; 16]),
+    /// At the successor of a common prefix (`None`: nothing can follow it).
+    At(Option<Vec<u8>>),
+}
+
+/// What [`ObjectService::list_uploads`] is asked for.
+#[derive(Debug, Clone)]
+pub struct UploadsQuery<'a> {
+    pub prefix: &'a str,
+    pub delimiter: Option<&'a str>,
+    pub key_marker: Option<&'a str>,
+    pub upload_id_marker: Option<&'a str>,
+    pub max: usize,
+}
+
+/// One page of [`ObjectService::list_uploads`].
+#[derive(Debug, Default)]
+pub struct UploadsPage {
+    pub uploads: Vec<UploadInfo>,
+    pub common_prefixes: Vec<String>,
+    pub truncated: bool,
+    /// The last entry (an upload's key, or a common prefix) and the last upload's id (`None`
+    /// if the last entry is a common prefix).
+    pub next_key_marker: Option<String>,
+    pub next_upload_id_marker: Option<String>,
 }
 
 /// An upload in progress, as listed.
@@ -318,37 +349,84 @@ impl ObjectService {
         Ok((parts, more))
     }
 
-    /// Uploads in progress under `prefix`, after a key (and upload id) marker; `true` if more
-    /// follow.
+    /// Uploads in progress under `prefix`, after a key (and upload id) marker, with keys that
+    /// hold `delimiter` after the prefix rolled up into common prefixes (each counts as one
+    /// entry against `max`), as S3 lists them.
     pub fn list_uploads(
         &self,
         bucket: &str,
-        prefix: &str,
-        key_marker: Option<&str>,
-        upload_id_marker: Option<&str>,
-        max: usize,
-    ) -> Result<(Vec<UploadInfo>, bool), ObjectError> {
+        q: &UploadsQuery<'_>,
+    ) -> Result<UploadsPage, ObjectError> {
         self.head_bucket(bucket)?;
-        let id_marker = match upload_id_marker {
-            Some(m) if key_marker.is_some() => Some(parse_upload_id(m)?),
+        let id_marker = match q.upload_id_marker {
+            Some(m) if q.key_marker.is_some() => Some(parse_upload_id(m)?),
             _ => None,
         };
-        let after = key_marker.map(|k| (k, id_marker.as_ref()));
-        let mut found = self.meta.uploads(bucket, prefix, after, max + 1)?;
-        let more = found.len() > max;
-        found.truncate(max);
-        Ok((
-            found
-                .into_iter()
-                .map(|(key, id, r)| UploadInfo {
-                    key,
+        let delimiter = q.delimiter.filter(|d| !d.is_empty());
+        // The common prefix `key` rolls up into, if any.
+        let rolled = |key: &str| -> Option<String> {
+            let d = delimiter?;
+            let rest = key.get(q.prefix.len()..)?;
+            rest.find(d)
+                .map(|pos| key[..q.prefix.len() + pos + d.len()].to_string())
+        };
+        let mut page = UploadsPage::default();
+        if q.max == 0 {
+            return Ok(page);
+        }
+        // A key marker that is a common prefix resumes past everything under it.
+        let mut pos = match (q.key_marker, id_marker) {
+            (Some(k), Some(id)) => Resume::AfterUpload(k.to_string(), id),
+            (Some(k), None) if rolled(k).as_deref() == Some(k) => {
+                Resume::At(crate::meta::prefix_successor(k.as_bytes()))
+            }
+            (Some(k), None) => Resume::AfterKey(k.to_string()),
+            (None, _) => Resume::Start,
+        };
+        let mut entries = 0usize;
+        loop {
+            let from = match &pos {
+                Resume::Start => UploadsFrom::Start,
+                Resume::AfterKey(k) => UploadsFrom::AfterKey(k),
+                Resume::AfterUpload(k, id) => UploadsFrom::AfterUpload(k, id),
+                Resume::At(Some(at)) => UploadsFrom::AtKey(at),
+                // Past an all-0xff prefix: nothing can follow.
+                Resume::At(None) => return Ok(page),
+            };
+            let want = q.max - entries + 1;
+            let found = self.meta.uploads(bucket, q.prefix, from, want)?;
+            let exhausted = found.len() < want;
+            let mut next = None;
+            for (key, id, record) in found {
+                if entries == q.max {
+                    page.truncated = true;
+                    return Ok(page);
+                }
+                entries += 1;
+                if let Some(cp) = rolled(&key) {
+                    page.next_key_marker = Some(cp.clone());
+                    page.next_upload_id_marker = None;
+                    // Everything else under it rolls into the same prefix: seek past it.
+                    next = Some(Resume::At(crate::meta::prefix_successor(cp.as_bytes())));
+                    page.common_prefixes.push(cp);
+                    break;
+                }
+                page.next_key_marker = Some(key.clone());
+                page.next_upload_id_marker = Some(hex(&id));
+                page.uploads.push(UploadInfo {
+                    key: key.clone(),
                     upload_id: hex(&id),
-                    created_ms: r.created_ms,
-                    checksum: r.checksum,
-                })
-                .collect(),
-            more,
-        ))
+                    created_ms: record.created_ms,
+                    checksum: record.checksum,
+                });
+                next = Some(Resume::AfterUpload(key, id));
+            }
+            match next {
+                Some(n @ Resume::At(_)) => pos = n,
+                Some(n) if !exhausted => pos = n,
+                _ => return Ok(page),
+            }
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use s3s::{s3_error, S3Request, S3Response, S3Result};
 
 use super::body::{algorithm_named, BodyClaims, ClaimedSums};
 use super::{checksum_fields, timestamp, S3Api, MAX_KEYS};
-use crate::objects::multipart::{ChosenPart, CreateUpload};
+use crate::objects::multipart::{ChosenPart, CreateUpload, UploadsQuery};
 
 fn etag_text(e: &ETag) -> &str {
     match e {
@@ -257,18 +257,22 @@ pub(super) async fn list_uploads(
     let input = req.input;
     let max = page_size(input.max_uploads)?;
     let prefix = input.prefix.clone().unwrap_or_default();
-    let (uploads, truncated) = api.objects.list_uploads(
+    let page = api.objects.list_uploads(
         &input.bucket,
-        &prefix,
-        input.key_marker.as_deref().filter(|m| !m.is_empty()),
-        input.upload_id_marker.as_deref().filter(|m| !m.is_empty()),
-        max,
+        &UploadsQuery {
+            prefix: &prefix,
+            delimiter: input.delimiter.as_deref(),
+            key_marker: input.key_marker.as_deref().filter(|m| !m.is_empty()),
+            upload_id_marker: input.upload_id_marker.as_deref().filter(|m| !m.is_empty()),
+            max,
+        },
     )?;
-    let (next_key, next_id) = match (truncated, uploads.last()) {
-        (true, Some(u)) => (Some(u.key.clone()), Some(u.upload_id.clone())),
-        _ => (None, None),
+    let (next_key, next_id) = match page.truncated {
+        true => (page.next_key_marker, page.next_upload_id_marker),
+        false => (None, None),
     };
-    let uploads = uploads
+    let uploads = page
+        .uploads
         .into_iter()
         .map(|u| dto::MultipartUpload {
             key: Some(u.key),
@@ -278,16 +282,23 @@ pub(super) async fn list_uploads(
             ..Default::default()
         })
         .collect();
+    let common_prefixes = page
+        .common_prefixes
+        .into_iter()
+        .map(|p| dto::CommonPrefix { prefix: Some(p) })
+        .collect();
     Ok(S3Response::new(dto::ListMultipartUploadsOutput {
         bucket: Some(input.bucket),
         prefix: input.prefix,
         key_marker: input.key_marker,
         upload_id_marker: input.upload_id_marker,
         max_uploads: Some(max as i32),
-        is_truncated: Some(truncated),
+        is_truncated: Some(page.truncated),
         next_key_marker: next_key,
         next_upload_id_marker: next_id,
         uploads: Some(uploads),
+        common_prefixes: Some(common_prefixes),
+        delimiter: input.delimiter,
         ..Default::default()
     }))
 }
