@@ -102,6 +102,26 @@ pub(super) fn shown(headers: &BTreeMap<String, String>) -> Shown {
     }
 }
 
+/// S3's limit on user metadata: the UTF-8 bytes of every key and value together.
+const MAX_USER_METADATA: usize = 2048;
+
+/// A request's `x-amz-meta-*` headers, within S3's 2 KB (`MetadataTooLarge` beyond).
+pub(super) fn user_metadata(
+    metadata: Option<s3s::dto::Metadata>,
+) -> S3Result<BTreeMap<String, String>> {
+    let metadata: BTreeMap<String, String> = metadata.unwrap_or_default().into_iter().collect();
+    let size: usize = metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if size > MAX_USER_METADATA {
+        return Err(bad(
+            "MetadataTooLarge",
+            format!(
+                "Your metadata headers exceed the maximum allowed metadata size: {size} bytes of {MAX_USER_METADATA}."
+            ),
+        ));
+    }
+    Ok(metadata)
+}
+
 /// A 400 with a code s3s does not name.
 fn bad(code: &'static str, message: String) -> S3Error {
     let mut e = S3Error::with_message(S3ErrorCode::Custom(code.into()), message);

@@ -1,8 +1,6 @@
 //! CopyObject and UploadPartCopy (the `S3` trait methods delegate here), with the
 //! `x-amz-copy-source-if-*` conditions.
 
-use std::collections::BTreeMap;
-
 use s3s::dto::{self, CopySource, ETag};
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
@@ -78,10 +76,7 @@ pub(super) async fn copy_object(
     let (content_type, user_metadata, headers) = if replace {
         (
             input.content_type,
-            input
-                .metadata
-                .map(|m| m.into_iter().collect::<BTreeMap<_, _>>())
-                .unwrap_or_default(),
+            attrs::user_metadata(input.metadata)?,
             attrs::stored_headers!(input),
         )
     } else {

@@ -353,10 +353,7 @@ impl S3 for S3Api {
             bucket: input.bucket,
             key: input.key,
             content_type: input.content_type,
-            user_metadata: input
-                .metadata
-                .map(|m| m.into_iter().collect::<BTreeMap<_, _>>())
-                .unwrap_or_default(),
+            user_metadata: attrs::user_metadata(input.metadata)?,
             headers: attrs::stored_headers!(input),
             tags: attrs::from_header(&input.tagging)?,
             checksums: algorithms,

@@ -57,10 +57,7 @@ pub(super) async fn create(
         bucket: input.bucket.clone(),
         key: input.key.clone(),
         content_type: input.content_type,
-        user_metadata: input
-            .metadata
-            .map(|m| m.into_iter().collect())
-            .unwrap_or_default(),
+        user_metadata: super::attrs::user_metadata(input.metadata)?,
         headers: super::attrs::stored_headers!(input),
         tags: super::attrs::from_header(&input.tagging)?,
         checksum,
