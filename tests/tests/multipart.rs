@@ -149,6 +149,10 @@ async fn multipart_uploads_complete_abort_and_fail_like_s3() {
         "composite checksum"
     );
     assert_eq!(
+        got.checksum_type(),
+        Some(&aws_sdk_s3::types::ChecksumType::Composite)
+    );
+    assert_eq!(
         got.body.collect().await.unwrap().into_bytes().to_vec(),
         whole
     );
@@ -455,5 +459,91 @@ async fn uploads_list_with_delimiter_prefix_and_markers_as_s3_does() {
         .unwrap();
     assert_eq!(page.uploads().len(), 8);
     assert!(page.common_prefixes().is_empty());
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crc64nvme_upload_gets_the_full_object_checksum() {
+    let cluster = Cluster::start(6, |_| {}).await;
+    let s3 = cluster.client();
+    s3.create_bucket().bucket("parts").send().await.unwrap();
+    let create = s3
+        .create_multipart_upload()
+        .bucket("parts")
+        .key("whole")
+        .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
+        .send()
+        .await
+        .unwrap();
+    let upload = create.upload_id().unwrap();
+    let parts = [test_bytes(5 * MIB + 5, 7), test_bytes(MIB + 3, 8)];
+    let mut completed = Vec::new();
+    for (i, data) in parts.iter().enumerate() {
+        let number = i as i32 + 1;
+        let out = s3
+            .upload_part()
+            .bucket("parts")
+            .key("whole")
+            .upload_id(upload)
+            .part_number(number)
+            .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
+            .body(ByteStream::from(data.clone()))
+            .send()
+            .await
+            .unwrap();
+        completed.push(
+            CompletedPart::builder()
+                .part_number(number)
+                .e_tag(out.e_tag().unwrap())
+                .set_checksum_crc64_nvme(out.checksum_crc64_nvme().map(str::to_string))
+                .build(),
+        );
+    }
+    let done = s3
+        .complete_multipart_upload()
+        .bucket("parts")
+        .key("whole")
+        .upload_id(upload)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(completed))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let whole_sum = done.checksum_crc64_nvme().unwrap().to_string();
+    assert!(
+        !whole_sum.contains('-'),
+        "a full-object checksum: {whole_sum}"
+    );
+
+    // What a single PUT of the same bytes gets.
+    let whole: Vec<u8> = parts.concat();
+    let single = s3
+        .put_object()
+        .bucket("parts")
+        .key("single")
+        .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
+        .body(ByteStream::from(whole.clone()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(single.checksum_crc64_nvme(), Some(whole_sum.as_str()));
+
+    // A GET with checksum mode returns it, and the SDK checks the body against it.
+    let got = s3
+        .get_object()
+        .bucket("parts")
+        .key("whole")
+        .checksum_mode(ChecksumMode::Enabled)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.checksum_crc64_nvme(), Some(whole_sum.as_str()));
+    assert_eq!(
+        got.body.collect().await.unwrap().into_bytes().to_vec(),
+        whole
+    );
     cluster.stop().await;
 }

@@ -286,7 +286,7 @@ impl ObjectService {
             etag,
             content_type: record.content_type,
             user_metadata: record.user_metadata,
-            checksums: composite_checksums(record.checksum, &parts),
+            checksums: multipart_checksums(record.checksum, &parts),
             created_ms: now_ms(),
             wrapped_key: record.wrapped_key,
             parts: parts
@@ -430,22 +430,48 @@ impl ObjectService {
     }
 }
 
-/// S3's composite checksum of a multipart object: the checksum of the parts' checksums laid end
-/// to end (shown as `value-N`). Only for the upload's algorithm, when every part has it; S3 uses
-/// a full-object CRC for CRC64NVME, which is not computed here.
-fn composite_checksums(
+/// A multipart object's checksum, from its parts' checksums, as S3 gives it: for CRC-64/NVME
+/// the full-object CRC (the parts' CRCs combined, as if the object had been uploaded whole);
+/// for the others the composite checksum, the checksum of the parts' checksums laid end to end
+/// (shown as `value-N`). Only for the upload's algorithm, when every part has it.
+fn multipart_checksums(
     algorithm: Option<ChecksumAlgorithm>,
     parts: &[&StoredPart],
 ) -> Vec<Checksum> {
-    let Some(algorithm) = algorithm.filter(|a| *a != ChecksumAlgorithm::Crc64Nvme) else {
+    let Some(algorithm) = algorithm else {
         return Vec::new();
     };
-    let mut digest = BodyDigest::new(&[algorithm]);
+    let mut of_parts = Vec::with_capacity(parts.len());
     for p in parts {
         match p.checksums.iter().find(|c| c.algorithm == algorithm) {
-            Some(c) => digest.update(&c.value),
+            Some(c) => of_parts.push((&c.value, p.size)),
             None => return Vec::new(),
         }
+    }
+    if algorithm == ChecksumAlgorithm::Crc64Nvme {
+        let mut whole: Option<u64> = None;
+        for (value, size) in of_parts {
+            let Ok(bytes) = <[u8; 8]>::try_from(value.as_slice()) else {
+                return Vec::new();
+            };
+            let crc = u64::from_be_bytes(bytes);
+            whole = Some(match whole {
+                None => crc,
+                Some(w) => crate::digest::crc64_nvme_combine(w, crc, size),
+            });
+        }
+        return whole
+            .map(|w| Checksum {
+                algorithm,
+                composite: false,
+                value: w.to_be_bytes().to_vec(),
+            })
+            .into_iter()
+            .collect();
+    }
+    let mut digest = BodyDigest::new(&[algorithm]);
+    for (value, _) in of_parts {
+        digest.update(value);
     }
     digest
         .finish()

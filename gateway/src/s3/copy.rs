@@ -119,6 +119,7 @@ pub(super) async fn copy_object(
             checksum_crc64nvme: sums.crc64nvme,
             checksum_sha1: sums.sha1,
             checksum_sha256: sums.sha256,
+            checksum_type: sums.checksum_type,
             ..Default::default()
         }),
         ..Default::default()

@@ -82,12 +82,19 @@ struct ChecksumFields {
     crc64nvme: Option<String>,
     sha1: Option<String>,
     sha256: Option<String>,
+    /// `FULL_OBJECT`, or `COMPOSITE` for a checksum of part checksums (`None`: no checksum).
+    checksum_type: Option<dto::ChecksumType>,
 }
 
 /// `parts` is the object's part count, which a composite checksum shows as `value-N`.
 fn checksum_fields(sums: &[chunker::manifest::Checksum], parts: usize) -> ChecksumFields {
     let mut f = ChecksumFields::default();
     for c in sums {
+        f.checksum_type = Some(dto::ChecksumType::from_static(if c.composite {
+            dto::ChecksumType::COMPOSITE
+        } else {
+            dto::ChecksumType::FULL_OBJECT
+        }));
         let v = Some(if c.composite {
             format!("{}-{parts}", b64(&c.value))
         } else {
@@ -373,6 +380,7 @@ impl S3 for S3Api {
             checksum_crc64nvme: sums.crc64nvme,
             checksum_sha1: sums.sha1,
             checksum_sha256: sums.sha256,
+            checksum_type: sums.checksum_type,
             ..Default::default()
         }))
     }
@@ -455,6 +463,7 @@ impl S3 for S3Api {
             checksum_crc64nvme: sums.crc64nvme,
             checksum_sha1: sums.sha1,
             checksum_sha256: sums.sha256,
+            checksum_type: sums.checksum_type,
             ..Default::default()
         }))
     }
@@ -501,6 +510,7 @@ impl S3 for S3Api {
             checksum_crc64nvme: sums.crc64nvme,
             checksum_sha1: sums.sha1,
             checksum_sha256: sums.sha256,
+            checksum_type: sums.checksum_type,
             ..Default::default()
         }))
     }

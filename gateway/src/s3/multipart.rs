@@ -187,6 +187,7 @@ pub(super) async fn complete(
         checksum_crc64nvme: sums.crc64nvme,
         checksum_sha1: sums.sha1,
         checksum_sha256: sums.sha256,
+        checksum_type: sums.checksum_type,
         ..Default::default()
     }))
 }
