@@ -120,7 +120,6 @@ pub(super) async fn copy_object(
             checksum_sha1: sums.sha1,
             checksum_sha256: sums.sha256,
             checksum_type: sums.checksum_type,
-            ..Default::default()
         }),
         ..Default::default()
     }))
