@@ -132,27 +132,60 @@ pub async fn run_wrapped(
         shutdown.clone(),
     ));
 
+    // The counters on disk follow the running node (for `storage-node status`, and so that a
+    // kill loses at most one interval of them).
+    let saver = {
+        let (store, service, saved, shutdown) = (
+            store.clone(),
+            service.clone(),
+            saved.clone(),
+            shutdown.clone(),
+        );
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(COUNTERS_SAVE_INTERVAL) => {}
+                    () = shutdown.cancelled() => return,
+                }
+                let totals = totals(&saved, &service);
+                let store = store.clone();
+                let saved = tokio::task::spawn_blocking(move || store.save_counters(&totals)).await;
+                if let Ok(Err(e)) = saved {
+                    tracing::warn!(error = %e, "could not save the node counters");
+                }
+            }
+        })
+    };
+
     service
         .clone()
         .serve(&host, shutdown.clone(), SHUTDOWN_GRACE)
         .await?;
 
     let _ = scrub.await;
+    let _ = saver.await;
+    store
+        .save_counters(&totals(&saved, &service))
+        .context("save the node counters")?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// How often the running node writes its counters to the store.
+const COUNTERS_SAVE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The counters saved before this run plus this run's.
+fn totals(saved: &NodeCounters, service: &NodeService) -> NodeCounters {
     let c = &service.counters;
     let last_scrub = c.last_scrub_finished_ms.load(Ordering::Relaxed);
-    let counters = NodeCounters {
+    NodeCounters {
         audits_answered: saved.audits_answered + c.audits_answered.load(Ordering::Relaxed),
         audits_failed: saved.audits_failed + c.audits_failed.load(Ordering::Relaxed),
         scrub_corrupt_found: saved.scrub_corrupt_found + c.scrub_corrupt.load(Ordering::Relaxed),
         last_scrub_finished_ms: (last_scrub > 0)
             .then_some(last_scrub)
             .or(saved.last_scrub_finished_ms),
-    };
-    store
-        .save_counters(&counters)
-        .context("save the node counters")?;
-    tracing::info!("stopped cleanly");
-    Ok(())
+    }
 }
 
 /// Cancels `token` on SIGINT or SIGTERM.

@@ -188,6 +188,27 @@ async fn acknowledged_pieces_survive_kill_9_and_sigterm_stops_cleanly() {
         assert!(text.contains(line), "{line} missing from\n{text}");
     }
 
+    // While it runs, `status` (read-only on the store) sees the scrub too, once the node has
+    // saved its counters (every 10 s).
+    let mut running = serde_json::Value::Null;
+    for _ in 0..150 {
+        let out = Command::new(BIN)
+            .args(["status", "--json", "--data-dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        running = serde_json::from_slice(&out.stdout).unwrap();
+        if running["last_scrub_finished_ms"].as_u64().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        running["last_scrub_finished_ms"].as_u64().is_some(),
+        "{running}"
+    );
+
     // SIGTERM: a clean exit, and the status command reads what the node left.
     let pid = child.id().to_string();
     assert!(Command::new("kill")
