@@ -347,22 +347,45 @@ pub struct VerifyReport {
 /// what it contains: each proof against its piece id and length, each signature against the
 /// node id, and each verdict against those results.
 pub fn verify_export(text: &str) -> VerifyReport {
+    match verify_export_from(text.as_bytes(), |_, _| {}) {
+        Ok(report) => report,
+        Err(e) => unreachable!("reading from memory cannot fail: {e}"),
+    }
+}
+
+/// [`verify_export`] over a reader, one line in memory at a time, calling `progress` with the
+/// audits and bytes read so far after each line (how `gateway audit verify` shows progress on a
+/// large export).
+pub fn verify_export_from(
+    mut input: impl std::io::BufRead,
+    mut progress: impl FnMut(u64, u64),
+) -> std::io::Result<VerifyReport> {
     let mut report = VerifyReport::default();
-    for (n, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let line_no = n + 1;
+    let (mut buf, mut line_no, mut read) = (Vec::new(), 0usize, 0u64);
+    loop {
+        buf.clear();
+        let n = input.read_until(b'\n', &mut buf)?;
+        if n == 0 {
+            return Ok(report);
+        }
+        line_no += 1;
+        read += n as u64;
+        let line = std::str::from_utf8(&buf).map(str::trim);
+        if line.is_ok_and(str::is_empty) {
+            continue;
+        }
         report.audits += 1;
-        match check_exported(line) {
+        match line
+            .map_err(|_| "not UTF-8".to_string())
+            .and_then(check_exported)
+        {
             Ok(Checked::PassConfirmed) => report.passes_confirmed += 1,
             Ok(Checked::FailConfirmed) => report.failures_confirmed += 1,
             Ok(Checked::Unprovable) => report.unprovable += 1,
             Err(why) => report.mismatches.push((line_no, why)),
         }
+        progress(report.audits as u64, read);
     }
-    report
 }
 
 enum Checked {
@@ -452,5 +475,16 @@ mod tests {
         let line = serde_json::to_string(&ExportedAudit::from_record(&record)).unwrap();
         let report = verify_export(&line);
         assert_eq!(report.passes_confirmed, 1, "{report:?}");
+
+        // Read from a stream: progress per transcript; a line of bytes that are not UTF-8 is
+        // a contradiction of its own, not the end of the check.
+        let mut file = format!("{line}\n\n").into_bytes();
+        file.extend_from_slice(b"\xff\xfe{\n");
+        file.extend_from_slice(format!("{line}\n").as_bytes());
+        let mut seen = Vec::new();
+        let report = verify_export_from(&file[..], |n, _| seen.push(n)).unwrap();
+        assert_eq!(seen, [1, 2, 3]);
+        assert_eq!(report.passes_confirmed, 2);
+        assert_eq!(report.mismatches, [(3, "not UTF-8".to_string())]);
     }
 }

@@ -337,9 +337,16 @@ fn audit(config: Option<PathBuf>, action: AuditAction) -> anyhow::Result<()> {
             }
         }
         AuditAction::Verify { file } => {
-            let text = std::fs::read_to_string(&file)
+            let input =
+                std::fs::File::open(&file).with_context(|| format!("open {}", file.display()))?;
+            let total = input.metadata().map(|m| m.len()).unwrap_or(0);
+            let mut shown = Progress::new("verifying", "audits", total);
+            let r =
+                gateway::audit::verify_export_from(std::io::BufReader::new(input), |n, read| {
+                    shown.update(n, read)
+                })
                 .with_context(|| format!("read {}", file.display()))?;
-            let r = gateway::audit::verify_export(&text);
+            shown.finish();
             println!(
                 "{} audits: {} passes confirmed, {} failures confirmed, {} without a proof to check, {} contradicted",
                 r.audits,
@@ -360,6 +367,57 @@ fn audit(config: Option<PathBuf>, action: AuditAction) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Progress of a long command on stderr, redrawn at most once a second, and only when stderr is
+/// a terminal (logs and pipes get just the result).
+struct Progress {
+    what: &'static str,
+    unit: &'static str,
+    total_bytes: u64,
+    last: Option<std::time::Instant>,
+    shown: bool,
+    tty: bool,
+}
+
+impl Progress {
+    fn new(what: &'static str, unit: &'static str, total_bytes: u64) -> Self {
+        use std::io::IsTerminal;
+        Progress {
+            what,
+            unit,
+            total_bytes,
+            last: None,
+            shown: false,
+            tty: std::io::stderr().is_terminal(),
+        }
+    }
+
+    #[allow(clippy::print_stderr)] // drawing progress is its job
+    fn update(&mut self, items: u64, bytes: u64) {
+        let now = std::time::Instant::now();
+        if !self.tty
+            || self
+                .last
+                .is_some_and(|t| now.duration_since(t).as_secs() < 1)
+        {
+            return;
+        }
+        self.last = Some(now);
+        self.shown = true;
+        let pct = (bytes * 100).checked_div(self.total_bytes).unwrap_or(100);
+        eprint!(
+            "\r{}: {items} {}, {pct}% of the file ",
+            self.what, self.unit
+        );
+    }
+
+    #[allow(clippy::print_stderr)]
+    fn finish(&self) {
+        if self.shown {
+            eprintln!();
+        }
+    }
 }
 
 /// The remote configuration the `remote set` flags describe.
