@@ -747,9 +747,9 @@ async fn nothing_committed_is_lost_under_faults() {
         seed: 999_999,
         len: 64 << 20,
     };
+    // The big upload first, until some of its pieces are on the nodes (nothing else writes
+    // yet, so new piece files are its own); then the writers join, and everything is killed.
     let files_before = net.piece_files().len();
-    load.stop.store(false, Ordering::Relaxed);
-    let tasks = spawn_load(&net, &load, 2, 0);
     let uploader = {
         let s3 = net.s3.clone();
         let torn = torn.clone();
@@ -762,12 +762,21 @@ async fn nothing_committed_is_lost_under_faults() {
                 .await
         })
     };
+    let mut torn_files = 0;
     for _ in 0..2000 {
-        if net.piece_files().len() > files_before + 12 {
+        torn_files = net.piece_files().len().saturating_sub(files_before);
+        if torn_files >= 12 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    assert!(
+        torn_files >= 12,
+        "the 64 MiB upload never reached the nodes"
+    );
+    load.stop.store(false, Ordering::Relaxed);
+    let tasks = spawn_load(&net, &load, 2, 0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let _ = kill_process(pid(net.gateway.id()), Signal::KILL);
     let _ = net.gateway.wait();
     load.stop.store(true, Ordering::Relaxed);
@@ -842,7 +851,7 @@ async fn nothing_committed_is_lost_under_faults() {
         report,
         "gateway SIGKILL mid-upload: torn 64 MiB upload visible: {torn_visible}; {} acknowledged objects read back, \
          {} failed, {} wrong bytes; failed writes visible afterwards (whole): {visible_unacked} of {}; \
-         orphan piece files collected: {collected}, left: {orphans}",
+         orphan piece files collected: {collected} (at least {torn_files} of the torn upload's), left: {orphans}",
         acked.len() + extra.len(),
         load.gets_failed.load(Ordering::Relaxed),
         load.wrong_bytes.load(Ordering::Relaxed),
@@ -853,6 +862,7 @@ async fn nothing_committed_is_lost_under_faults() {
     assert_eq!(load.gets_failed.load(Ordering::Relaxed), 0, "{report}");
     assert_eq!(load.wrong_bytes.load(Ordering::Relaxed), 0, "{report}");
     assert_eq!(orphans, 0, "{report}");
+    assert!(collected >= torn_files, "{report}");
 
     // 6. Refused with a clear reason: a node the gateway does not know, and a peer that speaks
     //    another protocol version.
