@@ -38,7 +38,7 @@ if ! command -v rclone >/dev/null; then
 fi
 "$venv/bin/aws" --version
 "$venv/bin/s3cmd" --version
-command rclone version | head -1
+command rclone version | sed -n 1p  # sed reads it all: head could make rclone die of SIGPIPE under pipefail
 
 say "starting gateway dev on $endpoint"
 ./target/debug/gateway dev --nodes 6 --data "$work/dev" --listen "127.0.0.1:$port" \
