@@ -58,6 +58,17 @@ fn run(dir: &Path, metrics: SocketAddr) -> Child {
         .unwrap()
 }
 
+/// `storage-node status --json` for `dir`.
+fn status_json(dir: &Path) -> serde_json::Value {
+    let out = Command::new(BIN)
+        .args(["status", "--json", "--data-dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -192,13 +203,7 @@ async fn acknowledged_pieces_survive_kill_9_and_sigterm_stops_cleanly() {
     // saved its counters (every 10 s).
     let mut running = serde_json::Value::Null;
     for _ in 0..150 {
-        let out = Command::new(BIN)
-            .args(["status", "--json", "--data-dir"])
-            .arg(dir.path())
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        running = serde_json::from_slice(&out.stdout).unwrap();
+        running = status_json(dir.path());
         if running["last_scrub_finished_ms"].as_u64().is_some() {
             break;
         }
@@ -220,13 +225,7 @@ async fn acknowledged_pieces_survive_kill_9_and_sigterm_stops_cleanly() {
         .await
         .unwrap();
     assert!(status.success(), "exit status {status}");
-    let out = Command::new(BIN)
-        .args(["status", "--json", "--data-dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = status_json(dir.path());
     assert_eq!(report["pieces"], 6);
     assert!(
         report["last_scrub_finished_ms"].as_u64().is_some(),

@@ -23,22 +23,39 @@ async fn upload_part(
     number: i32,
     data: &[u8],
 ) -> CompletedPart {
+    upload_part_with(s3, key, upload, number, data, ChecksumAlgorithm::Crc32).await
+}
+
+/// Uploads part `number` with a checksum of `algorithm`; the completed part carries it.
+async fn upload_part_with(
+    s3: &aws_sdk_s3::Client,
+    key: &str,
+    upload: &str,
+    number: i32,
+    data: &[u8],
+    algorithm: ChecksumAlgorithm,
+) -> CompletedPart {
     let out = s3
         .upload_part()
         .bucket("parts")
         .key(key)
         .upload_id(upload)
         .part_number(number)
-        .checksum_algorithm(ChecksumAlgorithm::Crc32)
+        .checksum_algorithm(algorithm.clone())
         .body(ByteStream::from(data.to_vec()))
         .send()
         .await
         .unwrap();
-    CompletedPart::builder()
+    let part = CompletedPart::builder()
         .part_number(number)
-        .e_tag(out.e_tag().unwrap())
-        .set_checksum_crc32(out.checksum_crc32().map(str::to_string))
-        .build()
+        .e_tag(out.e_tag().unwrap());
+    match algorithm {
+        ChecksumAlgorithm::Crc64Nvme => {
+            part.set_checksum_crc64_nvme(out.checksum_crc64_nvme().map(str::to_string))
+        }
+        _ => part.set_checksum_crc32(out.checksum_crc32().map(str::to_string)),
+    }
+    .build()
 }
 
 fn md5(data: &[u8]) -> [u8; 16] {
@@ -480,24 +497,15 @@ async fn a_crc64nvme_upload_gets_the_full_object_checksum() {
     let mut completed = Vec::new();
     for (i, data) in parts.iter().enumerate() {
         let number = i as i32 + 1;
-        let out = s3
-            .upload_part()
-            .bucket("parts")
-            .key("whole")
-            .upload_id(upload)
-            .part_number(number)
-            .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
-            .body(ByteStream::from(data.clone()))
-            .send()
-            .await
-            .unwrap();
-        completed.push(
-            CompletedPart::builder()
-                .part_number(number)
-                .e_tag(out.e_tag().unwrap())
-                .set_checksum_crc64_nvme(out.checksum_crc64_nvme().map(str::to_string))
-                .build(),
+        let part = upload_part_with(
+            &s3,
+            "whole",
+            upload,
+            number,
+            data,
+            ChecksumAlgorithm::Crc64Nvme,
         );
+        completed.push(part.await);
     }
     let done = s3
         .complete_multipart_upload()
