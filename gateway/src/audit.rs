@@ -82,6 +82,8 @@ pub struct Auditor {
     health: Arc<Health>,
     config: AuditConfig,
     policy: Policy,
+    /// Verdicts per node for the usage ledger.
+    meter: Arc<crate::ledger::Meter>,
 }
 
 impl std::fmt::Debug for Auditor {
@@ -119,6 +121,7 @@ impl Auditor {
         health: Arc<Health>,
         config: AuditConfig,
         policy: Policy,
+        meter: Arc<crate::ledger::Meter>,
     ) -> Self {
         Auditor {
             counts: AuditCounts::default(),
@@ -128,6 +131,7 @@ impl Auditor {
             health,
             config,
             policy,
+            meter,
         }
     }
 
@@ -211,6 +215,11 @@ impl Auditor {
         };
         self.meta.record_audit(&record, &reputation)?;
         self.counts.count(record.verdict);
+        match record.verdict {
+            Verdict::Pass => self.meter.audit(node.peer, true),
+            Verdict::Fail | Verdict::Timeout => self.meter.audit(node.peer, false),
+            Verdict::Offline => {}
+        }
         if record.verdict == Verdict::Fail {
             tracing::warn!(peer = %node.peer, piece = %held.piece, detail = %record.detail, "audit failed");
             self.health

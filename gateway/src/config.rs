@@ -100,6 +100,11 @@ pub struct RawConfig {
     pub tier_interval: String,
     /// How often every segment is counted by health (`gateway_segments`).
     pub census_interval: String,
+    /// Length of a usage-ledger period: each node's usage is settled (receipt, statement) once
+    /// per period.
+    pub ledger_period: String,
+    /// How long settled ledger periods are kept.
+    pub ledger_retention: String,
 }
 
 impl Default for RawConfig {
@@ -140,6 +145,8 @@ impl Default for RawConfig {
             mirror_concurrency: 4,
             tier_interval: "1m".into(),
             census_interval: "1m".into(),
+            ledger_period: "1h".into(),
+            ledger_retention: "400d".into(),
         }
     }
 }
@@ -169,6 +176,14 @@ pub struct Config {
     pub mirror: MirrorConfig,
     pub tier_interval: Duration,
     pub census_interval: Duration,
+    pub ledger: LedgerConfig,
+}
+
+/// The usage ledger's settings (see [`crate::ledger`]).
+#[derive(Debug, Clone)]
+pub struct LedgerConfig {
+    pub period: Duration,
+    pub retention: Duration,
 }
 
 impl RawConfig {
@@ -319,6 +334,17 @@ impl RawConfig {
             },
             tier_interval: duration("tier_interval", &self.tier_interval)?,
             census_interval: duration("census_interval", &self.census_interval)?,
+            ledger: {
+                let period = duration("ledger_period", &self.ledger_period)?;
+                let retention = duration("ledger_retention", &self.ledger_retention)?;
+                if period < Duration::from_secs(1) {
+                    bail!("ledger_period: at least 1s");
+                }
+                if retention < period {
+                    bail!("ledger_retention: at least one ledger_period");
+                }
+                LedgerConfig { period, retention }
+            },
         })
     }
 

@@ -13,6 +13,8 @@
 //! - [`hybrid`], [`mirror`], [`tier`]: buckets paired with a bucket on another S3 service
 //!   (mirror, fallback, tier), the worker that keeps mirrors up to date and the one that moves
 //!   objects to their remote by policy (see `docs/hybrid.md`); [`worker`]: the loop they share.
+//! - [`ledger`]: the usage ledger: what each node stored, served and proved per period, signed
+//!   by the node and countersigned here.
 //! - [`admin`]: `/health`, `/metrics` ([`metrics`]) and the token-protected admin API
 //!   (`gateway status` reads it).
 //! - [`server`]: the composition root; [`dev`]: a whole local network in one command.
@@ -27,6 +29,7 @@ pub mod digest;
 pub mod gc;
 pub mod hybrid;
 pub mod keys;
+pub mod ledger;
 pub mod meta;
 pub mod metrics;
 pub mod mirror;

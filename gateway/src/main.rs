@@ -58,6 +58,32 @@ enum Command {
         #[command(subcommand)]
         action: AuditAction,
     },
+    /// Per-node usage from the running gateway's ledger: byte-hours stored, bytes served and
+    /// stored, audits passed and failed, as measured, as the nodes claimed, and as credited.
+    Ledger {
+        #[arg(long, env = "GATEWAY_CONFIG")]
+        config: Option<PathBuf>,
+        /// Periods starting at or after this: ms since the epoch, or an age such as `30d`.
+        #[arg(long)]
+        from: Option<String>,
+        /// Periods starting before this: ms since the epoch, or an age such as `1h`.
+        #[arg(long)]
+        to: Option<String>,
+        /// Only this node (its id).
+        #[arg(long)]
+        node: Option<String>,
+        /// table, csv or json.
+        #[arg(long, default_value = "table")]
+        format: String,
+        /// Print the signed statements instead (one JSON object per line), which anyone can
+        /// check with `--verify`.
+        #[arg(long)]
+        statements: bool,
+        /// Check every statement in this file (from `--statements`) offline: the gateway's and
+        /// the nodes' signatures and the credit rule.
+        #[arg(long, conflicts_with_all = ["from", "to", "node", "statements"])]
+        verify: Option<PathBuf>,
+    },
     /// Pair a bucket with a bucket on another S3 service (mirror, fallback), through the
     /// running gateway's admin API.
     Remote {
@@ -216,6 +242,19 @@ fn main() -> ExitCode {
         }),
         Command::Keys { config, action } => keys(config, action),
         Command::Audit { config, action } => audit(config, action),
+        Command::Ledger {
+            config,
+            from,
+            to,
+            node,
+            format,
+            statements,
+            verify,
+        } => match verify {
+            Some(file) => verify_statements(&file),
+            None => runtime()
+                .and_then(|rt| rt.block_on(ledger(config, from, to, node, &format, statements))),
+        },
         Command::Remote { config, action } => {
             runtime().and_then(|rt| rt.block_on(remote(config, action)))
         }
@@ -306,15 +345,7 @@ fn audit(config: Option<PathBuf>, action: AuditAction) -> anyhow::Result<()> {
             let token = admin_token(&config.data_dir)?;
             let since_ms = match since {
                 None => 0,
-                Some(s) => match s.parse::<u64>() {
-                    Ok(ms) => ms,
-                    Err(_) => {
-                        let age = storage_node::units::parse_duration(&s)
-                            .context("--since: ms since the epoch or an age like 24h")?;
-                        gateway::time::now_ms()
-                            .saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX))
-                    }
-                },
+                Some(s) => time_arg(&s).context("--since")?,
             };
             let mut path = format!("/admin/v1/audits/export?since={since_ms}");
             if let Some(node) = node {
@@ -365,6 +396,109 @@ fn audit(config: Option<PathBuf>, action: AuditAction) -> anyhow::Result<()> {
                 );
             }
         }
+    }
+    Ok(())
+}
+
+/// A time on the command line: ms since the epoch, or an age (`24h`: a day ago).
+fn time_arg(s: &str) -> anyhow::Result<u64> {
+    if let Ok(ms) = s.parse::<u64>() {
+        return Ok(ms);
+    }
+    let age = storage_node::units::parse_duration(s)
+        .with_context(|| format!("{s:?} is neither ms since the epoch nor an age like 24h"))?;
+    Ok(gateway::time::now_ms().saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX)))
+}
+
+#[allow(clippy::print_stdout)] // printing is this command's job
+async fn ledger(
+    config: Option<PathBuf>,
+    from: Option<String>,
+    to: Option<String>,
+    node: Option<String>,
+    format: &str,
+    statements: bool,
+) -> anyhow::Result<()> {
+    use storage_node::units::format_size;
+    let config = RawConfig::load(config.as_deref())?.validate()?;
+    let token = admin_token(&config.data_dir)?;
+    let from = from.map_or(Ok(0), |s| time_arg(&s).context("--from"))?;
+    let to = to.map_or(Ok(u64::MAX), |s| time_arg(&s).context("--to"))?;
+    let mut query = format!("?from={from}&to={to}");
+    if let Some(node) = node {
+        let node: libp2p::PeerId = node.parse().context("--node: not a node id")?;
+        query.push_str(&format!("&node={node}"));
+    }
+    if statements {
+        let path = format!("/admin/v1/ledger/statements{query}");
+        print!(
+            "{}",
+            gateway::admin::fetch(config.admin_listen, &token, &path).await?
+        );
+        return Ok(());
+    }
+    let path = format!("/admin/v1/ledger{query}");
+    let body = gateway::admin::fetch(config.admin_listen, &token, &path).await?;
+    let report: gateway::ledger::Report =
+        serde_json::from_str(&body).context("the gateway's ledger report does not parse")?;
+    match format {
+        "json" => println!("{}", serde_json::to_string_pretty(&report)?),
+        "csv" => print!("{}", gateway::ledger::report_csv(&report)),
+        "table" => {
+            println!(
+                "{:<52} {:>7} {:>14} {:>10} {:>10} {:>9}",
+                "node", "periods", "byte-hours", "egress", "ingress", "audits"
+            );
+            for n in &report.nodes {
+                let c = &n.credited;
+                println!(
+                    "{:<52} {:>3}/{:<3} {:>14.1} {:>10} {:>10} {:>4}/{:<4}",
+                    n.node,
+                    n.settled,
+                    n.periods,
+                    c.byte_hours(),
+                    format_size(c.egress_bytes),
+                    format_size(c.ingress_bytes),
+                    c.audits_passed,
+                    c.audits_passed + c.audits_failed,
+                );
+            }
+            println!(
+                "\ncredited figures of settled periods (settled/all); audits passed/judged; \
+                 --format csv or json for measured and claimed figures too"
+            );
+        }
+        other => anyhow::bail!("--format: table, csv or json, not {other:?}"),
+    }
+    Ok(())
+}
+
+/// Checks every statement of an export (one JSON object per line); fails if any does not
+/// verify.
+#[allow(clippy::print_stdout)] // printing is this command's job
+fn verify_statements(file: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::BufRead;
+    let input = std::fs::File::open(file).with_context(|| format!("open {}", file.display()))?;
+    let (mut good, mut bad) = (0u64, Vec::new());
+    for (i, line) in std::io::BufReader::new(input).split(b'\n').enumerate() {
+        let line = line.with_context(|| format!("read {}", file.display()))?;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let checked = serde_json::from_slice::<storage_node::ledger::SignedStatement>(&line)
+            .map_err(|e| format!("not a statement: {e}"))
+            .and_then(|s| s.verify().map_err(|e| e.to_string()));
+        match checked {
+            Ok(_) => good += 1,
+            Err(why) => bad.push((i + 1, why)),
+        }
+    }
+    println!("{good} statements verify, {} do not", bad.len());
+    for (line, why) in &bad {
+        println!("line {line}: {why}");
+    }
+    if !bad.is_empty() {
+        anyhow::bail!("{} statements do not verify", bad.len());
     }
     Ok(())
 }

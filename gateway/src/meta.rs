@@ -21,6 +21,7 @@
 //! - `held`, `bad`, `audits`, `reputation`, `repair`, `settings`: audits, reputation and repair
 //!   (see [`health`]).
 //! - `remotes`, `mirror`: hybrid buckets' remotes and the mirror queue (see [`hybrid`]).
+//! - `ledger`: the usage ledger's periods, statements and queues (see [`ledger`]).
 //!
 //! Every value starts with a format byte.
 
@@ -42,7 +43,7 @@ const CF_PENDING: &str = "pending";
 const CF_GC: &str = "gc";
 const CF_UPLOADS: &str = "uploads";
 const CF_PARTS: &str = "parts";
-const ALL_CFS: [&str; 16] = [
+const ALL_CFS: [&str; 17] = [
     CF_BUCKETS,
     CF_OBJECTS,
     CF_KEYS,
@@ -59,6 +60,7 @@ const ALL_CFS: [&str; 16] = [
     health::CF_SETTINGS,
     hybrid::CF_REMOTES,
     hybrid::CF_MIRROR,
+    ledger::CF_LEDGER,
 ];
 
 /// Format byte of every record this module writes.
@@ -742,6 +744,7 @@ impl Meta {
 
 pub mod health;
 pub mod hybrid;
+pub mod ledger;
 mod multipart;
 pub use health::{AuditRecord, BadPiece, HeldPiece, RepairEntry, Verdict};
 pub use hybrid::{MirrorBacklog, MirrorEntry, MirrorItem, RemoteRecord};

@@ -1,6 +1,7 @@
 //! Moving pieces between the gateway and nodes, behind a small trait so the object service can
 //! run against the real network or an in-memory stand-in.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,6 +12,7 @@ use futures::StreamExt;
 use libp2p::PeerId;
 use storage_node::client::{ClientError, NodeClient};
 
+use crate::ledger::Meter;
 use crate::nodes::peer_of;
 use storage_node::protocol::{ByteRange, ErrorKind, Request, Response};
 
@@ -68,12 +70,18 @@ pub trait PieceNet: Send + Sync + 'static {
 pub struct Libp2pPieces {
     client: NodeClient,
     timeout: Duration,
+    /// Counts the piece bytes each node sends and stores (the usage ledger).
+    meter: Arc<Meter>,
 }
 
 impl Libp2pPieces {
-    /// Transfers through `client`, each with `timeout`.
-    pub fn new(client: NodeClient, timeout: Duration) -> Self {
-        Libp2pPieces { client, timeout }
+    /// Transfers through `client`, each with `timeout`, counted in `meter`.
+    pub fn new(client: NodeClient, timeout: Duration, meter: Arc<Meter>) -> Self {
+        Libp2pPieces {
+            client,
+            timeout,
+            meter,
+        }
     }
 
     async fn call(
@@ -139,7 +147,12 @@ impl PieceNet for Libp2pPieces {
                 len: piece.len() as u64,
             };
             match self.call(node, request, &piece, id, self.timeout).await? {
-                (Response::Stored { .. }, _) => Ok(()),
+                (Response::Stored { already }, _) => {
+                    if !already {
+                        self.meter.traffic(node, 0, piece.len() as u64);
+                    }
+                    Ok(())
+                }
                 (other, _) => Err(unexpected(node, &other)),
             }
         })
@@ -174,6 +187,7 @@ impl PieceNet for Libp2pPieces {
                             });
                         }
                     }
+                    self.meter.traffic(node, data.len() as u64, 0);
                     Ok(data)
                 }
                 (other, _) => Err(unexpected(node, &other)),

@@ -20,6 +20,7 @@ use crate::census::Census;
 use crate::config::Config;
 use crate::hybrid::pieces::RoutedPieces;
 use crate::hybrid::Remotes;
+use crate::ledger::{Ledger, Libp2pLedgerNet, Meter};
 use crate::meta::Meta;
 use crate::mirror::Mirror;
 use crate::nodes::Nodes;
@@ -57,6 +58,7 @@ pub struct Gateway {
     pub mirror: Arc<Mirror>,
     pub tierer: Arc<Tierer>,
     pub census: Arc<Census>,
+    pub ledger: Arc<Ledger>,
     host: storage_node::net::HostHandle,
     cancel: CancellationToken,
     tasks: JoinSet<()>,
@@ -89,7 +91,7 @@ impl Gateway {
             );
         }
 
-        let host = storage_node::net::spawn(keypair)?;
+        let host = storage_node::net::spawn(keypair.clone())?;
         for addr in &config.p2p_listen {
             host.listen(addr.clone())
                 .await
@@ -113,11 +115,15 @@ impl Gateway {
             Remotes::new(meta.clone(), master.clone(), nodes.remote_peers())
                 .context("load the buckets' remotes")?,
         );
-        // Pieces go to nodes over libp2p, or (parity in the cloud) to a bucket's remote.
+        // Pieces go to nodes over libp2p, or (parity in the cloud) to a bucket's remote; what
+        // nodes send and store is metered for the usage ledger.
+        let meter = Arc::new(Meter::default());
+        let client = NodeClient::new(host.clone());
         let net: Arc<dyn PieceNet> = Arc::new(RoutedPieces::new(
             Arc::new(Libp2pPieces::new(
-                NodeClient::new(host.clone()),
+                client.clone(),
                 config.node_timeout,
+                meter.clone(),
             )),
             remotes.clone(),
             nodes.remote_peers(),
@@ -149,6 +155,18 @@ impl Gateway {
             health.clone(),
             config.audit.clone(),
             config.policy.clone(),
+            meter.clone(),
+        ));
+        let ledger = Arc::new(Ledger::new(
+            meta.clone(),
+            nodes.clone(),
+            Arc::new(Libp2pLedgerNet {
+                client,
+                timeout: config.node_timeout,
+            }),
+            keypair,
+            meter,
+            config.ledger.clone(),
         ));
         let repairer = Arc::new(Repairer::new(
             meta.clone(),
@@ -197,6 +215,7 @@ impl Gateway {
         tasks.spawn(census.clone().run(cancel.clone()));
         tasks.spawn(objects.clone().run_copy_in(cancel.clone()));
         tasks.spawn(auditor.clone().run(cancel.clone()));
+        tasks.spawn(ledger.clone().run(cancel.clone()));
         tasks.spawn(repairer.clone().run(cancel.clone()));
         tasks.spawn(crate::gc::run(
             meta.clone(),
@@ -293,6 +312,7 @@ impl Gateway {
             mirror,
             tierer,
             census,
+            ledger,
             host: host_handle,
             cancel,
             tasks,

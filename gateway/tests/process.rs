@@ -189,11 +189,15 @@ async fn reads_hedge_around_a_hung_node() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn audits_export_and_verify_from_the_command_line() {
+async fn audits_ledger_and_remotes_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir: PathBuf = dir.path().join("dev");
     let port = free_port();
-    let mut gateway = spawn_dev(&data_dir, port, &[("GATEWAY_AUDIT_INTERVAL", "300ms")]);
+    let env = [
+        ("GATEWAY_AUDIT_INTERVAL", "300ms"),
+        ("GATEWAY_LEDGER_PERIOD", "2s"),
+    ];
+    let mut gateway = spawn_dev(&data_dir, port, &env);
     let cluster = wait_cluster(&data_dir).await;
     let s3 = client(&cluster);
     s3.create_bucket().bucket("audited").send().await.unwrap();
@@ -318,10 +322,80 @@ async fn audits_export_and_verify_from_the_command_line() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // `gateway ledger`: every node settled with its own receipt, credited what it stored.
+    let mut rows = Vec::new();
+    for _ in 0..100 {
+        let out = run(&["ledger", "--from", "1h", "--format", "csv"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let csv = String::from_utf8_lossy(&out.stdout).to_string();
+        rows = csv
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').map(String::from).collect::<Vec<_>>())
+            .collect();
+        let receipted = |r: &Vec<String>| r[3].parse::<u64>().unwrap() >= 1;
+        if rows.len() == 6 && rows.iter().all(receipted) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(rows.len(), 6, "{rows:?}");
+    for row in &rows {
+        assert!(row[3].parse::<u64>().unwrap() >= 1, "no receipt: {row:?}");
+        assert!(
+            row[6].parse::<u64>().unwrap() > 0,
+            "nothing stored: {row:?}"
+        );
+    }
+    let statements = dir.path().join("statements.jsonl");
+    let out = run(&["ledger", "--statements"]);
+    std::fs::write(&statements, &out.stdout).unwrap();
+    let count = String::from_utf8_lossy(&out.stdout).lines().count();
+    assert!(count >= 6);
+    let out = run(&["ledger", "--verify", statements.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(&format!("{count} statements verify, 0 do not")),
+        "{stdout}"
+    );
+    // A credit changed after the fact is caught.
+    let text = std::fs::read_to_string(&statements).unwrap();
+    std::fs::write(
+        &statements,
+        text.replacen(
+            "\"credited\":{\"egress_bytes\":",
+            "\"credited\":{\"egress_bytes\":1",
+            1,
+        ),
+    )
+    .unwrap();
+    let out = run(&["ledger", "--verify", statements.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 do not"));
+
     let nodes = node_pids(&cluster);
     let _ = kill_process(pid(gateway.id()), Signal::INT);
     assert!(gateway.wait().unwrap().success());
     for node in nodes {
         wait_gone(node).await;
     }
+    // The node's side, read while it is stopped: what it did and its countersigned statements.
+    let out = Command::new(common::storage_node_bin())
+        .args(["status", "--data-dir"])
+        .arg(data_dir.join("node-0"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{stdout}");
+    let gateway_id = cluster["gateway_peer_id"].as_str().unwrap();
+    assert!(
+        stdout.contains(&format!("ledger     gateway {gateway_id}")),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(" 0 countersigned statements"), "{stdout}");
 }

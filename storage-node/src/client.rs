@@ -80,6 +80,17 @@ impl NodeClient {
         }
     }
 
+    /// Idle streams pooled for `peer`.
+    pub fn idle_streams(&self, peer: &PeerId) -> usize {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.get(peer).map_or(0, Vec::len)
+    }
+
+    fn forget_idle(&self, peer: &PeerId) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.remove(peer);
+    }
+
     async fn open(&self, peer: PeerId) -> Result<Stream, ClientError> {
         self.host
             .control()
@@ -97,6 +108,7 @@ impl NodeClient {
     /// A stream that dies before the answer (a stale pooled stream, or a new one the node
     /// dropped while busy accepting others) is replaced by a fresh one, up to
     /// [`ATTEMPTS`] tries in all; every request of the protocol is idempotent, so a retry is safe.
+    /// When a pooled stream dies, the node's other idle streams are dropped with it.
     pub async fn call(
         &self,
         peer: PeerId,
@@ -106,8 +118,8 @@ impl NodeClient {
     ) -> Result<(Response, Vec<u8>), ClientError> {
         let mut last = None;
         for attempt in 0..ATTEMPTS {
-            let stream = match self.take_idle(&peer) {
-                Some(s) => s,
+            let (stream, pooled) = match self.take_idle(&peer) {
+                Some(s) => (s, true),
                 // Opening dials a peer that is not connected, which can take as long as the
                 // network lets it: bounded like the exchange.
                 None => match tokio::time::timeout(timeout, self.open(peer))
@@ -118,7 +130,7 @@ impl NodeClient {
                             reason: format!("no stream within {timeout:?}"),
                         })
                     }) {
-                    Ok(s) => s,
+                    Ok(s) => (s, false),
                     Err(e) => {
                         last = Some(e);
                         tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
@@ -132,7 +144,16 @@ impl NodeClient {
                         source: ProtocolError::Io(_),
                         ..
                     },
-                ) => last = Some(e),
+                ) => {
+                    // A pooled stream that died usually died with its connection (the node
+                    // restarted, or the link dropped), and so did every other idle stream to
+                    // that node: drop them all, so the next try opens a fresh stream instead of
+                    // spending the remaining tries on dead ones.
+                    if pooled {
+                        self.forget_idle(&peer);
+                    }
+                    last = Some(e);
+                }
                 other => return other,
             }
         }
@@ -240,11 +261,7 @@ pub fn verify_proof_signature(
     proof: &chunker::Proof,
     signature: &[u8],
 ) -> bool {
-    let multihash = node.as_ref();
-    if multihash.code() != 0 {
-        return false; // not an identity multihash: the key is not inside the id
-    }
-    let Ok(key) = libp2p::identity::PublicKey::try_decode_protobuf(multihash.digest()) else {
+    let Some(key) = crate::ledger::public_key(node) else {
         return false;
     };
     key.verify(

@@ -9,6 +9,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::ledger::NodeLedger;
 use crate::net;
 use crate::node::{keep_registered, NodeService};
 use crate::protocol::Registration;
@@ -83,6 +84,7 @@ pub async fn run_wrapped(
             .with_context(|| format!("listen on {addr}"))?;
     }
 
+    let ledger = NodeLedger::open(store.clone()).context("read the usage ledger")?;
     let data_dir = config.data_dir.clone();
     let service = Arc::new(NodeService::new(
         wrap(store.clone()),
@@ -92,7 +94,9 @@ pub async fn run_wrapped(
         Box::new(move || {
             crate::store::disk_free(&data_dir).map(|f| f.saturating_sub(crate::store::DISK_RESERVE))
         }),
+        ledger,
     ));
+    service.accrue_storage(); // starts the ledger's clock
 
     for gateway in config.gateways.clone() {
         let (service, host2, labels) = (service.clone(), host.clone(), config.labels.clone());
@@ -132,8 +136,9 @@ pub async fn run_wrapped(
         shutdown.clone(),
     ));
 
-    // The counters on disk follow the running node (for `storage-node status`, and so that a
-    // kill loses at most one interval of them).
+    // The counters and the usage ledger on disk follow the running node (for `storage-node
+    // status`, and so that a kill loses at most one interval of them; a receipt saves the
+    // ledger before it is signed, so a restart never starts below a signed figure).
     let saver = {
         let (store, service, saved, shutdown) = (
             store.clone(),
@@ -147,9 +152,14 @@ pub async fn run_wrapped(
                     () = tokio::time::sleep(COUNTERS_SAVE_INTERVAL) => {}
                     () = shutdown.cancelled() => return,
                 }
+                service.accrue_storage();
                 let totals = totals(&saved, &service);
-                let store = store.clone();
-                let saved = tokio::task::spawn_blocking(move || store.save_counters(&totals)).await;
+                let (store, ledger) = (store.clone(), service.ledger.clone());
+                let saved = tokio::task::spawn_blocking(move || {
+                    store.save_counters(&totals)?;
+                    ledger.save()
+                })
+                .await;
                 if let Ok(Err(e)) = saved {
                     tracing::warn!(error = %e, "could not save the node counters");
                 }
@@ -167,6 +177,8 @@ pub async fn run_wrapped(
     store
         .save_counters(&totals(&saved, &service))
         .context("save the node counters")?;
+    service.accrue_storage();
+    service.ledger.save().context("save the usage ledger")?;
     tracing::info!("stopped cleanly");
     Ok(())
 }

@@ -10,6 +10,8 @@
 //! - [`metrics`]: `/metrics` (Prometheus) and `/health` on `metrics_listen`.
 //! - [`scrub`]: the background re-hash of every piece; rot is reported to the gateway.
 //! - [`daemon`]: `storage-node run`, the composition root.
+//! - [`ledger`]: the usage ledger: the node's signed receipts of what it did for a gateway, and
+//!   the statements the gateway countersigns.
 //! - [`client`]: the gateway side: pooled calls to nodes, accepting registrations.
 //! - [`config`], [`identity`], [`units`]: the operator's configuration file, the node's ed25519
 //!   identity, and human-friendly sizes and durations.
@@ -18,6 +20,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod identity;
+pub mod ledger;
 pub mod metrics;
 pub mod net;
 pub mod node;

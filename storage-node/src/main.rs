@@ -224,6 +224,42 @@ fn id(data_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The ledger lines of `status`: per gateway, the running totals and what its statements
+/// credit.
+fn ledger_text(accounts: &[storage_node::ledger::GatewayAccount]) -> String {
+    let mut out = String::new();
+    for a in accounts {
+        let t = &a.totals;
+        out.push_str(&format!(
+            "\nledger     gateway {}\n           done:     {:.1} byte-hours held, {} sent, {} stored, {} audits proved, {} not\n",
+            a.gateway,
+            t.byte_hours(),
+            format_size(t.egress_bytes),
+            format_size(t.ingress_bytes),
+            t.audits_passed,
+            t.audits_failed,
+        ));
+        let c = &a.credited;
+        let last = a.last.as_ref().map_or("none yet".to_string(), |s| {
+            format!(
+                "last period {}..{} ms",
+                s.statement.period_start_ms, s.statement.period_end_ms
+            )
+        });
+        out.push_str(&format!(
+            "           credited: {:.1} byte-hours, {} sent, {} stored, {} of {} audits passed \
+             ({} countersigned statements, {last})",
+            c.byte_hours(),
+            format_size(c.egress_bytes),
+            format_size(c.ingress_bytes),
+            c.audits_passed,
+            c.audits_passed + c.audits_failed,
+            a.statements,
+        ));
+    }
+    out
+}
+
 /// What `status --json` prints.
 #[derive(Debug, serde::Serialize)]
 struct StatusReport {
@@ -236,6 +272,9 @@ struct StatusReport {
     last_scrub_finished_ms: Option<u64>,
     scrub_corrupt_found: u64,
     gateways: Vec<String>,
+    /// The usage ledger: per gateway, what this node did for it (as last saved) and the
+    /// statements it countersigned.
+    ledger: Vec<storage_node::ledger::GatewayAccount>,
 }
 
 fn status(data_dir: &Path, json: bool) -> anyhow::Result<()> {
@@ -248,7 +287,8 @@ fn status(data_dir: &Path, json: bool) -> anyhow::Result<()> {
         None
     };
     let (pieces, used) = seen.as_ref().map_or((0, 0), |s| (s.pieces, s.used_bytes));
-    let counters = seen.map(|s| s.counters).unwrap_or_default();
+    let (counters, state) = seen.map(|s| (s.counters, s.state)).unwrap_or_default();
+    let ledger = storage_node::ledger::accounts_from(state);
     let gateways: Vec<String> = config
         .gateways
         .iter()
@@ -264,6 +304,7 @@ fn status(data_dir: &Path, json: bool) -> anyhow::Result<()> {
         last_scrub_finished_ms: counters.last_scrub_finished_ms,
         scrub_corrupt_found: counters.scrub_corrupt_found,
         gateways: gateways.clone(),
+        ledger: ledger.clone(),
     };
     let text = if json {
         serde_json::to_string_pretty(&report).context("format the status")?
@@ -286,7 +327,7 @@ fn status(data_dir: &Path, json: bool) -> anyhow::Result<()> {
                 .map_or("never".to_string(), |t| format!("{t} ms since the epoch")),
             counters.scrub_corrupt_found,
             gateways.join(", "),
-        )
+        ) + &ledger_text(&ledger)
     };
     #[allow(clippy::print_stdout)]
     {

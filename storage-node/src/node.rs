@@ -14,6 +14,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::GatewayAddr;
+use crate::ledger::{NodeLedger, ReceiptError};
 use crate::net::HostHandle;
 use crate::protocol::{
     read_header, read_payload, write_frame, ErrorKind, NodeStats, ProtocolError, Registration,
@@ -72,6 +73,8 @@ pub struct NodeService {
     /// Free bytes on the disk holding the store (`None`: report capacity − used).
     disk_free: Box<dyn Fn() -> Option<u64> + Send + Sync>,
     pub counters: Counters,
+    /// What this node did for each gateway (see [`crate::ledger`]).
+    pub ledger: Arc<NodeLedger>,
     /// Pieces the scrub found corrupt, not yet acknowledged by the gateway.
     rot: Mutex<BTreeSet<PieceId>>,
 }
@@ -102,12 +105,14 @@ fn error_kind(e: &StoreError) -> ErrorKind {
 }
 
 impl NodeService {
-    /// A service answering only `gateways`, signing proofs with `keypair`.
+    /// A service answering only `gateways`, signing proofs and receipts with `keypair`, keeping
+    /// its usage in `ledger`.
     pub fn new(
         store: Arc<dyn PieceStore>,
         keypair: Keypair,
         gateways: impl IntoIterator<Item = PeerId>,
         disk_free: Box<dyn Fn() -> Option<u64> + Send + Sync>,
+        ledger: NodeLedger,
     ) -> Self {
         NodeService {
             store,
@@ -116,8 +121,17 @@ impl NodeService {
             streams: Arc::new(Semaphore::new(MAX_STREAMS)),
             disk_free,
             counters: Counters::default(),
+            ledger: Arc::new(ledger),
             rot: Mutex::new(BTreeSet::new()),
         }
+    }
+
+    /// Accrues the bytes held now to every gateway's ledger (called on a schedule and before
+    /// each receipt).
+    pub fn accrue_storage(&self) {
+        let gateways: Vec<PeerId> = self.gateways.iter().copied().collect();
+        let held = self.store.stats().used_bytes;
+        self.ledger.accrue(&gateways, held, crate::store::now_ms());
     }
 
     /// The store this service answers from.
@@ -167,8 +181,36 @@ impl NodeService {
         }
     }
 
-    /// Answers one authorized request. Returns the response and its payload.
-    pub async fn handle(&self, request: Request, payload: Vec<u8>) -> (Response, Vec<u8>) {
+    /// Runs one ledger call (it writes to the store) off the async threads.
+    async fn ledger_call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&NodeLedger) -> Result<T, ReceiptError> + Send + 'static,
+    ) -> Result<T, Response> {
+        let ledger = self.ledger.clone();
+        let outcome = match tokio::task::spawn_blocking(move || f(&ledger)).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                tracing::error!(error = %e, "ledger task failed");
+                return Err(Response::error(ErrorKind::Internal, "ledger task failed"));
+            }
+        };
+        outcome.map_err(|e| match e {
+            ReceiptError::Store(e) => {
+                tracing::error!(error = %e, "the ledger could not be saved");
+                Response::error(error_kind(&e), e.to_string())
+            }
+            ReceiptError::Ledger(e) => Response::error(ErrorKind::BadRequest, e.to_string()),
+        })
+    }
+
+    /// Answers one request of `gateway` (already authorized). Returns the response and its
+    /// payload.
+    pub async fn handle(
+        &self,
+        gateway: PeerId,
+        request: Request,
+        payload: Vec<u8>,
+    ) -> (Response, Vec<u8>) {
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
         let kind = request.kind();
         self.counters
@@ -176,10 +218,14 @@ impl NodeService {
             .fetch_add(payload.len() as u64, Ordering::Relaxed);
         let result = match request {
             Request::PutPiece { id, .. } => {
+                let len = payload.len() as u64;
                 self.blocking(move |s| s.put(id, &payload))
                     .await
                     .map(|outcome| {
                         let already = outcome == PutOutcome::AlreadyStored;
+                        if !already {
+                            self.ledger.traffic(gateway, 0, len);
+                        }
                         (Response::Stored { already }, Vec::new())
                     })
             }
@@ -187,6 +233,7 @@ impl NodeService {
                 .blocking(move |s| s.get(&id, range.map(|r| r.range())))
                 .await
                 .map(|bytes| {
+                    self.ledger.traffic(gateway, bytes.len() as u64, 0);
                     (
                         Response::Piece {
                             len: bytes.len() as u64,
@@ -216,6 +263,7 @@ impl NodeService {
                                 self.counters
                                     .audits_answered
                                     .fetch_add(1, Ordering::Relaxed);
+                                self.ledger.audit(gateway, true);
                                 Ok((Response::Proof { proof, signature }, Vec::new()))
                             }
                             Err(e) => {
@@ -226,6 +274,7 @@ impl NodeService {
                     }
                     Err(e) => {
                         self.counters.audits_failed.fetch_add(1, Ordering::Relaxed);
+                        self.ledger.audit(gateway, false);
                         Err(e)
                     }
                 }
@@ -240,6 +289,28 @@ impl NodeService {
                 Ok((Response::ScrubReport { corrupt }, Vec::new()))
             }
             Request::Ping { nonce } => Ok((Response::Pong { nonce }, Vec::new())),
+            Request::UsageReceipt => {
+                self.accrue_storage();
+                let (keypair, now) = (self.keypair.clone(), crate::store::now_ms());
+                match self
+                    .ledger_call(move |l| l.receipt(&keypair, gateway, now))
+                    .await
+                {
+                    Ok(receipt) => Ok((
+                        Response::UsageReceipt {
+                            receipt: Box::new(receipt),
+                        },
+                        Vec::new(),
+                    )),
+                    Err(e) => Err(e),
+                }
+            }
+            Request::RecordStatement { statement } => {
+                let me = self.keypair.public().to_peer_id();
+                self.ledger_call(move |l| l.record(&me, &gateway, &statement))
+                    .await
+                    .map(|()| (Response::Recorded, Vec::new()))
+            }
         };
         let (response, payload) = result.unwrap_or_else(|error| (error, Vec::new()));
         let outcome = match &response {
@@ -311,7 +382,7 @@ impl NodeService {
             } else {
                 Vec::new()
             };
-            let (response, data) = self.handle(request, payload).await;
+            let (response, data) = self.handle(peer, request, payload).await;
             if write_frame(&mut stream, &response, &data).await.is_err() {
                 return;
             }

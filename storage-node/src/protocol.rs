@@ -14,6 +14,8 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 
 use chunker::{Challenge, PieceId, Proof};
+
+use crate::ledger::{SignedReceipt, SignedStatement};
 use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use serde::{Deserialize, Serialize};
 
@@ -98,6 +100,10 @@ pub enum Request {
     /// List pieces the node's scrub found corrupt, forgetting the `acknowledged` ones (which
     /// the gateway took note of after the last report).
     ScrubReport { acknowledged: Vec<PieceId> },
+    /// Save and sign the running usage totals for the asking gateway (see [`crate::ledger`]).
+    UsageReceipt,
+    /// Keep a statement the gateway countersigned.
+    RecordStatement { statement: Box<SignedStatement> },
 }
 
 impl Request {
@@ -142,6 +148,8 @@ impl Request {
             Request::Stats => "stats",
             Request::Ping { .. } => "ping",
             Request::ScrubReport { .. } => "scrub-report",
+            Request::UsageReceipt => "usage-receipt",
+            Request::RecordStatement { .. } => "record-statement",
         }
     }
 }
@@ -220,6 +228,12 @@ pub enum Response {
     ScrubReport {
         corrupt: Vec<PieceId>,
     },
+    /// The node's signed usage totals for the asking gateway.
+    UsageReceipt {
+        receipt: Box<SignedReceipt>,
+    },
+    /// The statement is kept.
+    Recorded,
     Error {
         kind: ErrorKind,
         message: String,
@@ -492,7 +506,30 @@ mod tests {
             Request::ScrubReport {
                 acknowledged: vec![id; 2],
             },
+            Request::UsageReceipt,
+            Request::RecordStatement {
+                statement: Box::new(sample_statement()),
+            },
         ]
+    }
+
+    fn sample_statement() -> SignedStatement {
+        use crate::ledger::{Statement, Usage};
+        let key = libp2p::identity::Keypair::generate_ed25519();
+        let me = key.public().to_peer_id().to_bytes();
+        let statement = Statement {
+            node: me.clone(),
+            gateway: me,
+            period_start_ms: 0,
+            period_end_ms: 1,
+            opening: None,
+            closing: None,
+            measured: Usage::default(),
+            measured_before: Usage::default(),
+            credited_before: Usage::default(),
+            credited: Usage::default(),
+        };
+        SignedStatement::sign(&key, statement).unwrap()
     }
 
     #[test]

@@ -124,22 +124,25 @@ mod tests {
         bytes[150_000] ^= 1;
         std::fs::write(&pieces[1], bytes).unwrap();
 
+        let ledger = crate::ledger::NodeLedger::open(store.clone()).unwrap();
         let service = Arc::new(NodeService::new(
             store,
             libp2p::identity::Keypair::generate_ed25519(),
             [],
             Box::new(|| None),
+            ledger,
         ));
         let found = pass(&service, u64::MAX, &CancellationToken::new())
             .await
             .unwrap();
         assert_eq!(found, Some((3, 1)));
 
+        let gateway = libp2p::PeerId::random();
         let report = |acknowledged| {
             let service = service.clone();
             async move {
                 match service
-                    .handle(Request::ScrubReport { acknowledged }, Vec::new())
+                    .handle(gateway, Request::ScrubReport { acknowledged }, Vec::new())
                     .await
                     .0
                 {

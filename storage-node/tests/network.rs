@@ -11,8 +11,12 @@ use chunker::proof::verify;
 use chunker::{Challenge, PieceId};
 use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
-use storage_node::client::{serve_registrations, verify_proof_signature, ClientError, NodeClient};
+use storage_node::client::{
+    serve_registrations, verify_proof_signature, ClientError, NodeClient, ATTEMPTS,
+    MAX_IDLE_STREAMS,
+};
 use storage_node::config::GatewayAddr;
+use storage_node::ledger::{NodeLedger, SignedStatement, Statement, Usage};
 use storage_node::net::{self, HostHandle};
 use storage_node::node::{keep_registered, NodeService};
 use storage_node::protocol::{
@@ -39,13 +43,15 @@ fn node_error(err: &ClientError) -> Option<ErrorKind> {
 }
 
 struct Gateway {
+    keypair: Keypair,
     host: HostHandle,
     addr: Multiaddr,
     registrations: Arc<Mutex<Vec<(PeerId, Registration)>>>,
 }
 
 async fn gateway() -> Gateway {
-    let host = net::spawn(Keypair::generate_ed25519()).unwrap();
+    let keypair = Keypair::generate_ed25519();
+    let host = net::spawn(keypair.clone()).unwrap();
     host.listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
         .await
         .unwrap();
@@ -61,6 +67,7 @@ async fn gateway() -> Gateway {
         64,
     ));
     Gateway {
+        keypair,
         host,
         addr,
         registrations,
@@ -72,22 +79,41 @@ struct Node {
     host: HostHandle,
     cancel: CancellationToken,
     _dir: tempfile::TempDir,
+    keypair: Keypair,
+    store: Arc<DiskStore>,
 }
 
 async fn node(gateway: &Gateway, capacity: u64) -> Node {
-    let dir = tempfile::tempdir().unwrap();
-    let keypair = Keypair::generate_ed25519();
+    node_at(
+        gateway,
+        capacity,
+        tempfile::tempdir().unwrap(),
+        Keypair::generate_ed25519(),
+    )
+    .await
+}
+
+/// A node with `keypair` serving the store in `dir` (a restarted node keeps both).
+async fn node_at(
+    gateway: &Gateway,
+    capacity: u64,
+    dir: tempfile::TempDir,
+    keypair: Keypair,
+) -> Node {
     let peer = keypair.public().to_peer_id();
     let store = Arc::new(DiskStore::open(dir.path(), DiskStoreOptions::new(capacity)).unwrap());
     let host = net::spawn(keypair.clone()).unwrap();
     host.listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
         .await
         .unwrap();
+    let ledger = NodeLedger::open(store.clone()).unwrap();
+    let disk = store.clone();
     let service = Arc::new(NodeService::new(
         store,
-        keypair,
+        keypair.clone(),
         [gateway.host.peer_id()],
         Box::new(|| None),
+        ledger,
     ));
     let cancel = CancellationToken::new();
     let gw = GatewayAddr {
@@ -122,6 +148,8 @@ async fn node(gateway: &Gateway, capacity: u64) -> Node {
         host,
         cancel,
         _dir: dir,
+        keypair,
+        store: disk,
     }
 }
 
@@ -342,5 +370,139 @@ async fn a_peer_that_is_not_a_configured_gateway_is_refused() {
         .await
         .unwrap_err();
     assert_eq!(node_error(&err), Some(ErrorKind::Unauthorized), "{err}");
+    n.cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_is_reached_on_fresh_streams_not_the_dead_pooled_ones() {
+    let gw = gateway().await;
+    let n = node(&gw, 1 << 20).await;
+    wait_registered(&gw, &n.peer).await;
+    let client = NodeClient::new(gw.host.clone());
+    // Calls at once each open a stream and leave it in the pool.
+    let pings = (0..MAX_IDLE_STREAMS as u64).map(|nonce| {
+        let client = client.clone();
+        async move { client.call(n.peer, &Request::Ping { nonce }, &[], T).await }
+    });
+    futures::future::join_all(pings).await;
+    let pooled = client.idle_streams(&n.peer);
+    assert!(pooled > ATTEMPTS as usize, "only {pooled} streams pooled");
+
+    // The node dies (its connection with it) and comes back with the same identity.
+    n.cancel.cancel();
+    n.host.shutdown().await;
+    for _ in 0..100 {
+        if !gw.host.is_connected(&n.peer) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!gw.host.is_connected(&n.peer));
+    gw.registrations.lock().unwrap().clear();
+    let again = node_at(
+        &gw,
+        1 << 20,
+        tempfile::tempdir().unwrap(),
+        n.keypair.clone(),
+    )
+    .await;
+    wait_registered(&gw, &again.peer).await;
+
+    // Every pooled stream is dead; the first call finds out and the rest of the pool goes.
+    for nonce in 0..3 {
+        let (answer, _) = client
+            .call(again.peer, &Request::Ping { nonce }, &[], T)
+            .await
+            .unwrap();
+        assert_eq!(answer, Response::Pong { nonce });
+    }
+    again.cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_signs_what_it_did_and_keeps_the_countersigned_statement() {
+    let gw = gateway().await;
+    let n = node(&gw, 64 << 20).await;
+    wait_registered(&gw, &n.peer).await;
+    let client = NodeClient::new(gw.host.clone());
+    let (id, data) = piece(200_000, 9);
+    let put = Request::PutPiece { id, len: 200_000 };
+    client.call(n.peer, &put, &data, T).await.unwrap();
+    client.call(n.peer, &put, &data, T).await.unwrap(); // already held: not stored again
+    let get = Request::GetPiece {
+        id,
+        range: Some(ByteRange {
+            start: 0,
+            end: 1000,
+        }),
+    };
+    client.call(n.peer, &get, &[], T).await.unwrap();
+    let challenge = Challenge::random(id, 200_000, 2).unwrap();
+    client
+        .call(n.peer, &Request::Challenge { challenge }, &[], T)
+        .await
+        .unwrap();
+
+    let Response::UsageReceipt { receipt } = client
+        .call(n.peer, &Request::UsageReceipt, &[], T)
+        .await
+        .unwrap()
+        .0
+    else {
+        panic!("not a receipt");
+    };
+    assert_eq!(receipt.verify(), Ok((n.peer, gw.host.peer_id())));
+    let totals = receipt.receipt.totals;
+    assert_eq!(
+        (
+            totals.ingress_bytes,
+            totals.egress_bytes,
+            totals.audits_passed,
+            totals.audits_failed
+        ),
+        (200_000, 1000, 1, 0)
+    );
+
+    // The gateway countersigns a statement closed by that receipt; the node keeps it.
+    let mut statement = Statement {
+        node: n.peer.to_bytes(),
+        gateway: gw.host.peer_id().to_bytes(),
+        period_start_ms: 0,
+        period_end_ms: 1_000,
+        opening: None,
+        closing: Some(*receipt.clone()),
+        measured: totals,
+        measured_before: Usage::default(),
+        credited_before: Usage::default(),
+        credited: Usage::default(),
+    };
+    statement.credited = statement.rule();
+    let signed = SignedStatement::sign(&gw.keypair, statement.clone()).unwrap();
+    let record = Request::RecordStatement {
+        statement: Box::new(signed),
+    };
+    assert_eq!(
+        client.call(n.peer, &record, &[], T).await.unwrap().0,
+        Response::Recorded
+    );
+    // One the gateway did not sign is refused, and not kept.
+    let forged = SignedStatement::sign(&Keypair::generate_ed25519(), statement).unwrap();
+    let err = client
+        .call(
+            n.peer,
+            &Request::RecordStatement {
+                statement: Box::new(forged),
+            },
+            &[],
+            T,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(node_error(&err), Some(ErrorKind::BadRequest), "{err}");
+    let accounts = NodeLedger::accounts(n.store.as_ref()).unwrap();
+    assert_eq!(accounts.len(), 1);
+    assert_eq!(accounts[0].statements, 1);
+    assert_eq!(accounts[0].credited.ingress_bytes, 200_000);
+    assert_eq!(accounts[0].totals, totals); // saved before it was signed
     n.cancel.cancel();
 }

@@ -33,6 +33,7 @@ use crate::repair::{Health, Repairer, SegmentHealth};
 use crate::reputation::NodeState;
 
 pub mod hybrid;
+pub mod ledger;
 
 /// File name of the admin token in the data directory.
 pub const TOKEN_FILE: &str = "admin.token";
@@ -138,6 +139,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/v1/repair", get(repair))
         .route("/admin/v1/objects/{bucket}/{*key}", get(object_health))
         .merge(hybrid::routes())
+        .merge(ledger::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,

@@ -15,6 +15,7 @@
 //! - `settings`: the audit order key, the version of the `held` index, and `swept/<node>` for
 //!   lost nodes whose objects were queued for repair.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chunker::manifest::{Body, NodeId};
@@ -299,6 +300,34 @@ impl Meta {
             n += 1;
         }
         Ok(n)
+    }
+
+    /// Bytes each node should hold, by this index (one scan of it).
+    pub fn held_bytes_by_node(&self) -> Result<BTreeMap<NodeId, u64>, MetaError> {
+        let mut out: BTreeMap<NodeId, u64> = BTreeMap::new();
+        let mut current: Option<(Vec<u8>, NodeId)> = None;
+        for item in self.db.iterator_cf(self.cf(CF_HELD), IteratorMode::Start) {
+            let (key, value) = item?;
+            let Some((&len, rest)) = key.split_first() else {
+                continue;
+            };
+            let Some(id) = rest.get(..usize::from(len)) else {
+                continue;
+            };
+            let node = match &current {
+                Some((bytes, node)) if bytes.as_slice() == id => node.clone(),
+                _ => {
+                    let Ok(node) = NodeId::new(id.to_vec()) else {
+                        continue;
+                    };
+                    current = Some((id.to_vec(), node.clone()));
+                    node
+                }
+            };
+            let held: HeldPiece = decode("held piece", &value)?;
+            *out.entry(node).or_default() += held.len;
+        }
+        Ok(out)
     }
 
     // --- bad pieces and the repair queue ---

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     check_incoming, check_range, now_ms, PieceInfo, PieceStore, PutOutcome, Rot, ScrubResult,
-    StoreError, StoreStats,
+    StateEntry, StateStore, StoreError, StoreStats,
 };
 
 const CF_PIECES: &str = "pieces";
@@ -139,6 +139,8 @@ pub struct Inspection {
     pub pieces: u64,
     pub used_bytes: u64,
     pub counters: NodeCounters,
+    /// Every [`StateStore`] entry, in key order (the usage ledger).
+    pub state: Vec<StateEntry>,
 }
 
 /// Pieces on a local disk. See the module docs for the layout and the crash-safety argument.
@@ -191,6 +193,24 @@ fn open_index(root: &Path) -> Result<DB, StoreError> {
 fn id_from_key(key: &[u8]) -> Option<PieceId> {
     let bytes: [u8; 32] = key.try_into().ok()?;
     Some(PieceId::from_bytes(bytes))
+}
+
+/// Every entry of `cf` whose key starts with `prefix`, in key order.
+fn scan_prefix(
+    db: &DB,
+    cf: &rocksdb::ColumnFamily,
+    prefix: &[u8],
+) -> Result<Vec<StateEntry>, StoreError> {
+    let mut out = Vec::new();
+    let from = IteratorMode::From(prefix, rocksdb::Direction::Forward);
+    for item in db.iterator_cf(cf, from) {
+        let (k, v) = item?;
+        if !k.starts_with(prefix) {
+            break;
+        }
+        out.push((k.to_vec(), v.to_vec()));
+    }
+    Ok(out)
 }
 
 /// Bytes and pieces recorded in the index (unreadable records are skipped; reads of them report
@@ -299,6 +319,10 @@ impl DiskStore {
             pieces: count,
             used_bytes: used,
             counters,
+            state: scan_prefix(&db, state_cf, b"")?
+                .into_iter()
+                .filter(|(k, _)| k.as_slice() != COUNTERS_KEY)
+                .collect(),
         })
     }
 
@@ -667,5 +691,21 @@ impl PieceStore for DiskStore {
             used_bytes: self.used.load(Ordering::SeqCst),
             capacity_bytes: self.opts.capacity,
         }
+    }
+}
+
+impl StateStore for DiskStore {
+    fn load_state(&self, prefix: &[u8]) -> Result<Vec<StateEntry>, StoreError> {
+        let db = self.index()?;
+        scan_prefix(&db, cf(&db, CF_STATE), prefix)
+    }
+
+    fn save_state(&self, entries: &[StateEntry]) -> Result<(), StoreError> {
+        let db = self.index()?;
+        let mut batch = WriteBatch::default();
+        for (k, v) in entries {
+            batch.put_cf(cf(&db, CF_STATE), k, v);
+        }
+        self.write(&db, batch)
     }
 }

@@ -9,7 +9,7 @@ use chunker::{Challenge, Outboard, PieceId, Proof};
 
 use super::{
     check_incoming, check_range, now_ms, PieceInfo, PieceStore, PutOutcome, Rot, ScrubResult,
-    StoreError, StoreStats,
+    StateEntry, StateStore, StoreError, StoreStats,
 };
 
 #[derive(Debug)]
@@ -24,6 +24,7 @@ struct Held {
 pub struct MemoryStore {
     capacity: u64,
     pieces: RwLock<BTreeMap<PieceId, Held>>,
+    state: RwLock<BTreeMap<Vec<u8>, Vec<u8>>>,
 }
 
 impl MemoryStore {
@@ -32,6 +33,7 @@ impl MemoryStore {
         MemoryStore {
             capacity,
             pieces: RwLock::new(BTreeMap::new()),
+            state: RwLock::new(BTreeMap::new()),
         }
     }
 
@@ -162,5 +164,22 @@ impl PieceStore for MemoryStore {
             used_bytes: pieces.values().map(|h| h.info.len).sum(),
             capacity_bytes: self.capacity,
         }
+    }
+}
+
+impl StateStore for MemoryStore {
+    fn load_state(&self, prefix: &[u8]) -> Result<Vec<StateEntry>, StoreError> {
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        Ok(state
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    fn save_state(&self, entries: &[StateEntry]) -> Result<(), StoreError> {
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        state.extend(entries.iter().cloned());
+        Ok(())
     }
 }

@@ -187,6 +187,19 @@ pub trait PieceStore: Send + Sync + 'static {
     fn stats(&self) -> StoreStats;
 }
 
+/// One [`StateStore`] record: key, value.
+pub type StateEntry = (Vec<u8>, Vec<u8>);
+
+/// Small records a node keeps beside its pieces (the usage ledger), by key: the stores keep them
+/// in the same database as the piece index, so they share its durability.
+pub trait StateStore: Send + Sync + 'static {
+    /// Every entry whose key starts with `prefix`, in key order.
+    fn load_state(&self, prefix: &[u8]) -> Result<Vec<StateEntry>, StoreError>;
+
+    /// Writes `entries` in one atomic, durable write.
+    fn save_state(&self, entries: &[StateEntry]) -> Result<(), StoreError>;
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
