@@ -105,6 +105,13 @@ pub trait LedgerNet: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<(), LedgerNetError>>;
 }
 
+fn unexpected(node: PeerId, answer: &Response) -> LedgerNetError {
+    LedgerNetError::Unexpected {
+        node,
+        answer: format!("{answer:?}"),
+    }
+}
+
 /// [`LedgerNet`] over the node protocol.
 #[derive(Debug, Clone)]
 pub struct Libp2pLedgerNet {
@@ -121,10 +128,7 @@ impl LedgerNet for Libp2pLedgerNet {
                 .await?
             {
                 (Response::UsageReceipt { receipt }, _) => Ok(*receipt),
-                (other, _) => Err(LedgerNetError::Unexpected {
-                    node,
-                    answer: format!("{other:?}"),
-                }),
+                (other, _) => Err(unexpected(node, &other)),
             }
         })
     }
@@ -140,10 +144,7 @@ impl LedgerNet for Libp2pLedgerNet {
             };
             match self.client.call(node, &request, &[], self.timeout).await? {
                 (Response::Recorded, _) => Ok(()),
-                (other, _) => Err(LedgerNetError::Unexpected {
-                    node,
-                    answer: format!("{other:?}"),
-                }),
+                (other, _) => Err(unexpected(node, &other)),
             }
         })
     }

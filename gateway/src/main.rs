@@ -371,10 +371,13 @@ fn audit(config: Option<PathBuf>, action: AuditAction) -> anyhow::Result<()> {
             let input =
                 std::fs::File::open(&file).with_context(|| format!("open {}", file.display()))?;
             let total = input.metadata().map(|m| m.len()).unwrap_or(0);
-            let mut shown = Progress::new("verifying", "audits", total);
+            let mut shown = storage_node::progress::Progress::new();
             let r =
                 gateway::audit::verify_export_from(std::io::BufReader::new(input), |n, read| {
-                    shown.update(n, read)
+                    shown.update(|| {
+                        let pct = (read * 100).checked_div(total).unwrap_or(100);
+                        format!("verifying: {n} audits, {pct}% of the file")
+                    })
                 })
                 .with_context(|| format!("read {}", file.display()))?;
             shown.finish();
@@ -501,57 +504,6 @@ fn verify_statements(file: &std::path::Path) -> anyhow::Result<()> {
         anyhow::bail!("{} statements do not verify", bad.len());
     }
     Ok(())
-}
-
-/// Progress of a long command on stderr, redrawn at most once a second, and only when stderr is
-/// a terminal (logs and pipes get just the result).
-struct Progress {
-    what: &'static str,
-    unit: &'static str,
-    total_bytes: u64,
-    last: Option<std::time::Instant>,
-    shown: bool,
-    tty: bool,
-}
-
-impl Progress {
-    fn new(what: &'static str, unit: &'static str, total_bytes: u64) -> Self {
-        use std::io::IsTerminal;
-        Progress {
-            what,
-            unit,
-            total_bytes,
-            last: None,
-            shown: false,
-            tty: std::io::stderr().is_terminal(),
-        }
-    }
-
-    #[allow(clippy::print_stderr)] // drawing progress is its job
-    fn update(&mut self, items: u64, bytes: u64) {
-        let now = std::time::Instant::now();
-        if !self.tty
-            || self
-                .last
-                .is_some_and(|t| now.duration_since(t).as_secs() < 1)
-        {
-            return;
-        }
-        self.last = Some(now);
-        self.shown = true;
-        let pct = (bytes * 100).checked_div(self.total_bytes).unwrap_or(100);
-        eprint!(
-            "\r{}: {items} {}, {pct}% of the file ",
-            self.what, self.unit
-        );
-    }
-
-    #[allow(clippy::print_stderr)]
-    fn finish(&self) {
-        if self.shown {
-            eprintln!();
-        }
-    }
 }
 
 /// The remote configuration the `remote set` flags describe.

@@ -13,6 +13,7 @@
 //! - [`ledger`]: the usage ledger: the node's signed receipts of what it did for a gateway, and
 //!   the statements the gateway countersigns.
 //! - [`client`]: the gateway side: pooled calls to nodes, accepting registrations.
+//! - [`progress`]: the progress line of long operator commands.
 //! - [`config`], [`identity`], [`units`]: the operator's configuration file, the node's ed25519
 //!   identity, and human-friendly sizes and durations.
 
@@ -24,6 +25,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod net;
 pub mod node;
+pub mod progress;
 pub mod protocol;
 pub mod scrub;
 pub mod store;

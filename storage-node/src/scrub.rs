@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use chunker::PieceId;
+
 use crate::node::NodeService;
-use crate::store::{now_ms, ScrubResult};
+use crate::store::{now_ms, PieceStore, ScrubResult};
 
 /// Pieces listed per page.
 const PAGE: usize = 256;
@@ -45,18 +47,66 @@ pub async fn run(
     }
 }
 
-/// One pass over every piece; `(pieces, corrupt)`, or `None` if cancelled.
+/// How often a running pass logs how far it is.
+const PROGRESS_LOG: Duration = Duration::from_secs(60);
+
+/// How far a pass has come.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub pieces: u64,
+    pub bytes: u64,
+    pub corrupt: u64,
+}
+
+/// One pass of the running node over every piece (counters, rot kept for the gateway, a log
+/// line every minute); `(pieces, corrupt)`, or `None` if cancelled.
 pub async fn pass(
     service: &Arc<NodeService>,
     rate: u64,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Option<(u64, u64)>> {
+    let total = service.store().stats().pieces;
+    let mut logged = Instant::now();
+    let done = scrub_all(service.store().clone(), rate, cancel, |id, result, p| {
+        service.counters.scrubbed.fetch_add(1, Ordering::Relaxed);
+        if let ScrubResult::Corrupt(rot) = result {
+            service
+                .counters
+                .scrub_corrupt
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(piece = %id, ?rot, "scrub found a corrupt piece");
+            service.report_rot(id);
+        }
+        if logged.elapsed() >= PROGRESS_LOG {
+            logged = Instant::now();
+            tracing::info!(
+                pieces = p.pieces,
+                of = total,
+                bytes = p.bytes,
+                corrupt = p.corrupt,
+                "scrub in progress"
+            );
+        }
+    })
+    .await?;
+    Ok(done.map(|p| (p.pieces, p.corrupt)))
+}
+
+/// Re-hashes every piece of `store` in id order, at most `rate` bytes per second on average,
+/// calling `visit` with each piece's id, its result and the progress including it. Returns the
+/// final progress, or `None` if `cancel` fired.
+pub async fn scrub_all(
+    store: Arc<dyn PieceStore>,
+    rate: u64,
+    cancel: &CancellationToken,
+    mut visit: impl FnMut(PieceId, &ScrubResult, &Progress),
+) -> anyhow::Result<Option<Progress>> {
     let started = Instant::now();
-    let (mut pieces, mut corrupt, mut bytes) = (0u64, 0u64, 0u64);
+    let mut progress = Progress::default();
     let mut after = None;
     loop {
-        let store = service.store().clone();
-        let page = tokio::task::spawn_blocking(move || store.list(after, PAGE)).await??;
+        let list = store.clone();
+        let page = tokio::task::spawn_blocking(move || list.list(after, PAGE)).await??;
         let Some(last) = page.last() else { break };
         after = Some(last.id);
         for info in page {
@@ -65,39 +115,31 @@ pub async fn pass(
             }
             // Throttle before hashing: no faster than `rate` bytes per second on average (and
             // no wait after the last piece, so a pass ends when its work does).
-            let due = Duration::from_secs_f64(bytes as f64 / rate.max(1) as f64);
+            let due = Duration::from_secs_f64(progress.bytes as f64 / rate.max(1) as f64);
             if let Some(wait) = due.checked_sub(started.elapsed()) {
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
                     () = cancel.cancelled() => return Ok(None),
                 }
             }
-            let store = service.store().clone();
-            let id = info.id;
-            let result = tokio::task::spawn_blocking(move || store.scrub(&id, now_ms())).await??;
-            pieces += 1;
-            bytes += info.len;
-            service.counters.scrubbed.fetch_add(1, Ordering::Relaxed);
-            if let ScrubResult::Corrupt(rot) = result {
-                corrupt += 1;
-                service
-                    .counters
-                    .scrub_corrupt
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(piece = %id, ?rot, "scrub found a corrupt piece");
-                service.report_rot(id);
+            let (one, id) = (store.clone(), info.id);
+            let result = tokio::task::spawn_blocking(move || one.scrub(&id, now_ms())).await??;
+            progress.pieces += 1;
+            progress.bytes += info.len;
+            if matches!(result, ScrubResult::Corrupt(_)) {
+                progress.corrupt += 1;
             }
+            visit(id, &result, &progress);
         }
     }
-    Ok(Some((pieces, corrupt)))
+    Ok(Some(progress))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::protocol::{Request, Response};
-    use crate::store::{DiskStore, DiskStoreOptions, PieceStore};
-    use chunker::PieceId;
+    use crate::store::{DiskStore, DiskStoreOptions};
 
     fn files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
         for e in std::fs::read_dir(dir).unwrap().flatten() {

@@ -233,3 +233,62 @@ async fn acknowledged_pieces_survive_kill_9_and_sigterm_stops_cleanly() {
     );
     assert_eq!(report["node_id"], node.to_string());
 }
+
+#[test]
+fn scrub_rehashes_every_piece_of_a_stopped_node_and_names_the_rotten_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = Keypair::generate_ed25519().public().to_peer_id();
+    init(dir.path(), &format!("/ip4/127.0.0.1/tcp/9/p2p/{gateway}"));
+    // Pieces as a run would have left them: two in files, one inline in the index.
+    let mut ids = Vec::new();
+    {
+        use storage_node::store::{DiskStore, DiskStoreOptions, PieceStore};
+        let store = DiskStore::open(dir.path(), DiskStoreOptions::new(64 << 20)).unwrap();
+        for (seed, len) in [(1u8, 300_000), (2, 200_000), (3, 1_000)] {
+            let data: Vec<u8> = (0..len).map(|i| (i as u8) ^ seed).collect();
+            let id = PieceId::of(&data);
+            store.put(id, &data).unwrap();
+            ids.push(id);
+        }
+    }
+    let scrub = || {
+        Command::new(BIN)
+            .args(["scrub", "--data-dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = scrub();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("3 pieces re-hashed"), "{stdout}");
+    assert!(stdout.contains(", 0 corrupt"), "{stdout}");
+
+    // Rot in the first piece's file.
+    let name = ids[0].to_string();
+    let mut files = Vec::new();
+    let mut stack = vec![dir.path().join("pieces")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else if e.file_name().to_string_lossy() == name {
+                files.push(e.path());
+            }
+        }
+    }
+    assert_eq!(files.len(), 1, "the piece file of {name}");
+    let mut bytes = std::fs::read(&files[0]).unwrap();
+    bytes[123_456] ^= 0x40;
+    std::fs::write(&files[0], bytes).unwrap();
+
+    let out = scrub();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(!out.status.success(), "{stdout}");
+    assert!(stdout.contains("3 pieces re-hashed"), "{stdout}");
+    assert!(stdout.contains(&format!("corrupt: {name}")), "{stdout}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 pieces are corrupt"));
+    let report = status_json(dir.path());
+    assert_eq!(report["scrub_corrupt_found"], 1, "{report}");
+    assert!(report["last_scrub_finished_ms"].as_u64().is_some());
+}
