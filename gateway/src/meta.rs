@@ -223,12 +223,18 @@ fn node_prefix(node: &NodeId) -> Vec<u8> {
     k
 }
 
-fn parse_node_piece(key: &[u8]) -> Option<PieceRef> {
+/// The node of a key that starts with [`node_prefix`], and the rest of the key.
+fn split_node_prefix(key: &[u8]) -> Option<(NodeId, &[u8])> {
     let (&len, rest) = key.split_first()?;
-    let (node, piece) = rest.split_at_checked(usize::from(len))?;
+    let (node, rest) = rest.split_at_checked(usize::from(len))?;
+    Some((NodeId::new(node.to_vec()).ok()?, rest))
+}
+
+fn parse_node_piece(key: &[u8]) -> Option<PieceRef> {
+    let (node, piece) = split_node_prefix(key)?;
     let piece: [u8; 32] = piece.try_into().ok()?;
     Some(PieceRef {
-        node: NodeId::new(node.to_vec()).ok()?,
+        node,
         piece: PieceId::from_bytes(piece),
     })
 }

@@ -45,7 +45,7 @@ use libp2p::identity::{Keypair, PublicKey};
 use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
 
-use crate::store::{StateEntry, StateStore, StoreError};
+use crate::store::{decode_record, encode_record, StateEntry, StateStore, StoreError};
 
 const RECEIPT_DOMAIN: &[u8] = b"dsg/ledger/receipt/1\0";
 const STATEMENT_DOMAIN: &[u8] = b"dsg/ledger/statement/1\0";
@@ -53,8 +53,6 @@ const STATEMENT_DOMAIN: &[u8] = b"dsg/ledger/statement/1\0";
 const MAX_PEER_ID_LEN: usize = 64;
 /// Longest signature accepted (an ed25519 signature is 64 bytes).
 const MAX_SIGNATURE_LEN: usize = 128;
-/// Format byte of the records the node keeps.
-const RECORD_FORMAT: u8 = 1;
 /// Prefix of every state entry the ledger keeps.
 pub const LEDGER_PREFIX: &[u8] = b"ledger/";
 const TOTALS_PREFIX: &[u8] = b"ledger/totals/";
@@ -96,25 +94,27 @@ pub struct Usage {
 }
 
 impl Usage {
+    /// `f` applied field by field to `self` and `other` (the `u64` fields saturate).
+    fn zip(&self, other: &Usage, f: impl Fn(u128, u128) -> u128) -> Usage {
+        let small = |a: u64, b: u64| u64::try_from(f(a.into(), b.into())).unwrap_or(u64::MAX);
+        Usage {
+            egress_bytes: small(self.egress_bytes, other.egress_bytes),
+            ingress_bytes: small(self.ingress_bytes, other.ingress_bytes),
+            byte_seconds: f(self.byte_seconds, other.byte_seconds),
+            audits_passed: small(self.audits_passed, other.audits_passed),
+            audits_failed: small(self.audits_failed, other.audits_failed),
+        }
+    }
+
     /// `self − earlier`, field by field, never below zero (a node's totals only grow; a field
     /// that shrank claims nothing).
     pub fn since(&self, earlier: &Usage) -> Usage {
-        Usage {
-            egress_bytes: self.egress_bytes.saturating_sub(earlier.egress_bytes),
-            ingress_bytes: self.ingress_bytes.saturating_sub(earlier.ingress_bytes),
-            byte_seconds: self.byte_seconds.saturating_sub(earlier.byte_seconds),
-            audits_passed: self.audits_passed.saturating_sub(earlier.audits_passed),
-            audits_failed: self.audits_failed.saturating_sub(earlier.audits_failed),
-        }
+        self.zip(earlier, u128::saturating_sub)
     }
 
     /// Adds `other` to `self`.
     pub fn add(&mut self, other: &Usage) {
-        self.egress_bytes = self.egress_bytes.saturating_add(other.egress_bytes);
-        self.ingress_bytes = self.ingress_bytes.saturating_add(other.ingress_bytes);
-        self.byte_seconds = self.byte_seconds.saturating_add(other.byte_seconds);
-        self.audits_passed = self.audits_passed.saturating_add(other.audits_passed);
-        self.audits_failed = self.audits_failed.saturating_add(other.audits_failed);
+        *self = self.zip(other, u128::saturating_add);
     }
 
     /// Byte-hours held.
@@ -140,22 +140,9 @@ pub fn credit(measured_total: &Usage, claimed_total: Option<&Usage>) -> Usage {
         return *measured_total;
     };
     Usage {
-        egress_bytes: measured_total.egress_bytes.min(claimed.egress_bytes),
-        ingress_bytes: measured_total.ingress_bytes.min(claimed.ingress_bytes),
-        byte_seconds: measured_total.byte_seconds.min(claimed.byte_seconds),
         audits_passed: measured_total.audits_passed,
         audits_failed: measured_total.audits_failed,
-    }
-}
-
-/// Per field, the larger of the two.
-fn max(a: &Usage, b: &Usage) -> Usage {
-    Usage {
-        egress_bytes: a.egress_bytes.max(b.egress_bytes),
-        ingress_bytes: a.ingress_bytes.max(b.ingress_bytes),
-        byte_seconds: a.byte_seconds.max(b.byte_seconds),
-        audits_passed: a.audits_passed.max(b.audits_passed),
-        audits_failed: a.audits_failed.max(b.audits_failed),
+        ..measured_total.zip(claimed, u128::min)
     }
 }
 
@@ -305,9 +292,9 @@ impl Statement {
     /// before plus the period's measurement.
     pub fn credited_after_by_rule(&self) -> Usage {
         match &self.closing {
-            Some(closing) => max(
-                &self.credited_before,
+            Some(closing) => self.credited_before.zip(
                 &credit(&self.measured_after(), Some(&closing.receipt.totals)),
+                u128::max,
             ),
             None => {
                 let mut after = self.credited_before;
@@ -382,20 +369,6 @@ impl SignedStatement {
     }
 }
 
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    match postcard::to_extend(value, vec![RECORD_FORMAT]) {
-        Ok(v) => v,
-        Err(e) => unreachable!("serializing to a Vec can't fail: {e}"),
-    }
-}
-
-fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<T> {
-    match bytes.split_first() {
-        Some((&RECORD_FORMAT, body)) => postcard::from_bytes(body).ok(),
-        _ => None,
-    }
-}
-
 fn totals_key(gateway: &PeerId) -> Vec<u8> {
     [TOTALS_PREFIX, &gateway.to_bytes()].concat()
 }
@@ -445,13 +418,7 @@ pub struct GatewayAccount {
 impl NodeLedger {
     /// The ledger kept in `state`, starting from the totals saved there.
     pub fn open(state: Arc<dyn StateStore>) -> Result<Self, StoreError> {
-        let mut by_gateway = BTreeMap::new();
-        for (key, value) in state.load_state(TOTALS_PREFIX)? {
-            let gateway = PeerId::from_bytes(&key[TOTALS_PREFIX.len()..]);
-            if let (Ok(gateway), Some(totals)) = (gateway, decode::<Usage>(&value)) {
-                by_gateway.insert(gateway, totals);
-            }
-        }
+        let by_gateway = saved_totals(&state.load_state(TOTALS_PREFIX)?).collect();
         Ok(NodeLedger {
             state,
             inner: Mutex::new(Totals {
@@ -513,7 +480,7 @@ impl NodeLedger {
         let entries: Vec<StateEntry> = self.with(|t| {
             t.by_gateway
                 .iter()
-                .map(|(g, u)| (totals_key(g), encode(u)))
+                .map(|(g, u)| (totals_key(g), encode_record(u)))
                 .collect()
         });
         self.state.save_state(&entries)
@@ -546,7 +513,7 @@ impl NodeLedger {
         }
         let key = statement_key(gateway, statement.statement.period_start_ms);
         self.state
-            .save_state(&[(key, encode(statement))])
+            .save_state(&[(key, encode_record(statement))])
             .map_err(ReceiptError::Store)
     }
 
@@ -554,6 +521,14 @@ impl NodeLedger {
     pub fn accounts(state: &dyn StateStore) -> Result<Vec<GatewayAccount>, StoreError> {
         Ok(accounts_from(state.load_state(LEDGER_PREFIX)?))
     }
+}
+
+/// The per-gateway totals among state entries (others, and any that do not decode, skipped).
+fn saved_totals(entries: &[StateEntry]) -> impl Iterator<Item = (PeerId, Usage)> + '_ {
+    entries.iter().filter_map(|(key, value)| {
+        let gateway = PeerId::from_bytes(key.strip_prefix(TOTALS_PREFIX)?).ok()?;
+        Some((gateway, decode_record::<Usage>(value)?))
+    })
 }
 
 fn account<'a>(
@@ -577,20 +552,15 @@ fn account<'a>(
 /// skipped.
 pub fn accounts_from(entries: Vec<StateEntry>) -> Vec<GatewayAccount> {
     let mut accounts = BTreeMap::new();
-    for (key, value) in &entries {
-        let gateway = key
-            .strip_prefix(TOTALS_PREFIX)
-            .and_then(|id| PeerId::from_bytes(id).ok());
-        if let (Some(gateway), Some(u)) = (gateway, decode::<Usage>(value)) {
-            account(&mut accounts, &gateway).totals = u;
-        }
+    for (gateway, totals) in saved_totals(&entries) {
+        account(&mut accounts, &gateway).totals = totals;
     }
     // Keys sort by gateway, then period: the last one seen per gateway is the newest.
     for (key, value) in &entries {
         if !key.starts_with(STATEMENT_PREFIX) {
             continue;
         }
-        let Some(s) = decode::<SignedStatement>(value) else {
+        let Some(s) = decode_record::<SignedStatement>(value) else {
             continue;
         };
         let Ok(gateway) = PeerId::from_bytes(&s.statement.gateway) else {
@@ -836,11 +806,11 @@ mod tests {
     fn undecodable_records_decode_to_nothing() {
         for bytes in [
             &b""[..],
-            &[RECORD_FORMAT][..],
+            &[crate::store::RECORD_FORMAT][..],
             &[9, 1, 2][..],
-            &[RECORD_FORMAT; 40][..],
+            &[crate::store::RECORD_FORMAT; 40][..],
         ] {
-            assert!(decode::<SignedStatement>(bytes).is_none());
+            assert!(decode_record::<SignedStatement>(bytes).is_none());
         }
     }
 }

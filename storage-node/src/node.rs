@@ -87,6 +87,25 @@ impl std::fmt::Debug for NodeService {
     }
 }
 
+/// A store failure as the node answers it (logged when it is the node's own fault).
+fn store_error(e: &StoreError) -> Response {
+    let kind = error_kind(e);
+    if kind == ErrorKind::Internal {
+        tracing::error!(error = %e, "store failure");
+    }
+    Response::error(kind, e.to_string())
+}
+
+/// Runs blocking work off the async threads; a task that panicked is an `Internal` answer.
+async fn off_thread<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Response> + Send + 'static,
+) -> Result<T, Response> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "store task failed");
+        Err(Response::error(ErrorKind::Internal, "store task failed"))
+    })
+}
+
 fn error_kind(e: &StoreError) -> ErrorKind {
     match e {
         StoreError::NotFound { .. } => ErrorKind::NotFound,
@@ -165,20 +184,7 @@ impl NodeService {
         f: impl FnOnce(&dyn PieceStore) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, Response> {
         let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || f(store.as_ref())).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => {
-                let kind = error_kind(&e);
-                if kind == ErrorKind::Internal {
-                    tracing::error!(error = %e, "store failure");
-                }
-                Err(Response::error(kind, e.to_string()))
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "store task failed");
-                Err(Response::error(ErrorKind::Internal, "store task failed"))
-            }
-        }
+        off_thread(move || f(store.as_ref()).map_err(|e| store_error(&e))).await
     }
 
     /// Runs one ledger call (it writes to the store) off the async threads.
@@ -187,20 +193,13 @@ impl NodeService {
         f: impl FnOnce(&NodeLedger) -> Result<T, ReceiptError> + Send + 'static,
     ) -> Result<T, Response> {
         let ledger = self.ledger.clone();
-        let outcome = match tokio::task::spawn_blocking(move || f(&ledger)).await {
-            Ok(outcome) => outcome,
-            Err(e) => {
-                tracing::error!(error = %e, "ledger task failed");
-                return Err(Response::error(ErrorKind::Internal, "ledger task failed"));
-            }
-        };
-        outcome.map_err(|e| match e {
-            ReceiptError::Store(e) => {
-                tracing::error!(error = %e, "the ledger could not be saved");
-                Response::error(error_kind(&e), e.to_string())
-            }
-            ReceiptError::Ledger(e) => Response::error(ErrorKind::BadRequest, e.to_string()),
+        off_thread(move || {
+            f(&ledger).map_err(|e| match e {
+                ReceiptError::Store(e) => store_error(&e),
+                ReceiptError::Ledger(e) => Response::error(ErrorKind::BadRequest, e.to_string()),
+            })
         })
+        .await
     }
 
     /// Answers one request of `gateway` (already authorized). Returns the response and its
@@ -292,18 +291,12 @@ impl NodeService {
             Request::UsageReceipt => {
                 self.accrue_storage();
                 let (keypair, now) = (self.keypair.clone(), crate::store::now_ms());
-                match self
-                    .ledger_call(move |l| l.receipt(&keypair, gateway, now))
+                self.ledger_call(move |l| l.receipt(&keypair, gateway, now))
                     .await
-                {
-                    Ok(receipt) => Ok((
-                        Response::UsageReceipt {
-                            receipt: Box::new(receipt),
-                        },
-                        Vec::new(),
-                    )),
-                    Err(e) => Err(e),
-                }
+                    .map(|receipt| {
+                        let receipt = Box::new(receipt);
+                        (Response::UsageReceipt { receipt }, Vec::new())
+                    })
             }
             Request::RecordStatement { statement } => {
                 let me = self.keypair.public().to_peer_id();

@@ -23,7 +23,10 @@ use chunker::{Challenge, ObjectManifest, PieceId, Proof};
 use rocksdb::{Direction, IteratorMode, WriteBatch};
 use serde::{Deserialize, Serialize};
 
-use super::{decode, encode, node_piece_key, node_prefix, object_key, Meta, MetaError, PieceRef};
+use super::{
+    decode, encode, node_piece_key, node_prefix, object_key, split_node_prefix, Meta, MetaError,
+    PieceRef,
+};
 use crate::reputation::NodeReputation;
 
 pub(super) const CF_HELD: &str = "held";
@@ -305,24 +308,10 @@ impl Meta {
     /// Bytes each node should hold, by this index (one scan of it).
     pub fn held_bytes_by_node(&self) -> Result<BTreeMap<NodeId, u64>, MetaError> {
         let mut out: BTreeMap<NodeId, u64> = BTreeMap::new();
-        let mut current: Option<(Vec<u8>, NodeId)> = None;
         for item in self.db.iterator_cf(self.cf(CF_HELD), IteratorMode::Start) {
             let (key, value) = item?;
-            let Some((&len, rest)) = key.split_first() else {
+            let Some((node, _)) = split_node_prefix(&key) else {
                 continue;
-            };
-            let Some(id) = rest.get(..usize::from(len)) else {
-                continue;
-            };
-            let node = match &current {
-                Some((bytes, node)) if bytes.as_slice() == id => node.clone(),
-                _ => {
-                    let Ok(node) = NodeId::new(id.to_vec()) else {
-                        continue;
-                    };
-                    current = Some((id.to_vec(), node.clone()));
-                    node
-                }
             };
             let held: HeldPiece = decode("held piece", &value)?;
             *out.entry(node).or_default() += held.len;

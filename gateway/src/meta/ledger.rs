@@ -17,7 +17,7 @@ use rocksdb::{Direction, IteratorMode, WriteBatch};
 use serde::{Deserialize, Serialize};
 use storage_node::ledger::{SignedReceipt, SignedStatement, Usage};
 
-use super::{decode, encode, node_prefix, Meta, MetaError};
+use super::{decode, encode, node_prefix, split_node_prefix, Meta, MetaError};
 
 pub(super) const CF_LEDGER: &str = "ledger";
 const ROW: u8 = b'R';
@@ -62,11 +62,10 @@ fn period_key(tag: u8, period_start_ms: u64, node: &NodeId) -> Vec<u8> {
 
 fn parse_period_key(key: &[u8]) -> Option<(u64, NodeId)> {
     let period: [u8; 8] = key.get(1..9)?.try_into().ok()?;
-    let (&len, id) = key.get(9..)?.split_first()?;
-    if id.len() != usize::from(len) {
-        return None;
+    match split_node_prefix(key.get(9..)?)? {
+        (node, []) => Some((u64::from_be_bytes(period), node)),
+        _ => None,
     }
-    Some((u64::from_be_bytes(period), NodeId::new(id.to_vec()).ok()?))
 }
 
 fn opening_key(node: &NodeId) -> Vec<u8> {

@@ -24,15 +24,14 @@ use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOp
 use serde::{Deserialize, Serialize};
 
 use super::{
-    check_incoming, check_range, now_ms, PieceInfo, PieceStore, PutOutcome, Rot, ScrubResult,
-    StateEntry, StateStore, StoreError, StoreStats,
+    check_incoming, check_range, decode_record, encode_record, now_ms, PieceInfo, PieceStore,
+    PutOutcome, Rot, ScrubResult, StateEntry, StateStore, StoreError, StoreStats,
 };
 
 const CF_PIECES: &str = "pieces";
 const CF_INLINE: &str = "inline";
 const CF_STATE: &str = "state";
 const COUNTERS_KEY: &[u8] = b"counters";
-const RECORD_FORMAT: u8 = 1;
 const LOCK_STRIPES: usize = 64;
 /// Disk space a put leaves free, so that the index (rocksdb) always has room for its log and
 /// deletes can still be recorded: a put that would leave less is refused as
@@ -79,21 +78,14 @@ struct Record {
 
 impl Record {
     fn encode(&self) -> Vec<u8> {
-        match postcard::to_extend(self, vec![RECORD_FORMAT]) {
-            Ok(v) => v,
-            Err(e) => unreachable!("serializing to a Vec can't fail: {e}"),
-        }
+        encode_record(self)
     }
 
     fn decode(id: &PieceId, bytes: &[u8]) -> Result<Self, StoreError> {
-        let bad = || StoreError::BadRecord {
+        decode_record(bytes).ok_or(StoreError::BadRecord {
             id: *id,
             rot: Rot::Record,
-        };
-        match bytes.split_first() {
-            Some((&RECORD_FORMAT, body)) => postcard::from_bytes(body).map_err(|_| bad()),
-            _ => Err(bad()),
-        }
+        })
     }
 
     fn info(&self, id: PieceId) -> PieceInfo {
@@ -117,19 +109,13 @@ pub struct NodeCounters {
 
 impl NodeCounters {
     fn encode(&self) -> Vec<u8> {
-        match postcard::to_extend(self, vec![RECORD_FORMAT]) {
-            Ok(v) => v,
-            Err(e) => unreachable!("serializing to a Vec can't fail: {e}"),
-        }
+        encode_record(self)
     }
 
     /// Unreadable counters (a newer format, damage) start again from zero rather than stop the
     /// node: they are statistics, not data.
     fn decode(bytes: &[u8]) -> Self {
-        match bytes.split_first() {
-            Some((&RECORD_FORMAT, body)) => postcard::from_bytes(body).unwrap_or_default(),
-            _ => NodeCounters::default(),
-        }
+        decode_record(bytes).unwrap_or_default()
     }
 }
 

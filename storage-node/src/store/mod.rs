@@ -187,6 +187,25 @@ pub trait PieceStore: Send + Sync + 'static {
     fn stats(&self) -> StoreStats;
 }
 
+/// Format byte of every record the store (and the ledger in its state) writes.
+pub(crate) const RECORD_FORMAT: u8 = 1;
+
+/// A record as the store keeps it: the format byte, then postcard.
+pub(crate) fn encode_record<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    match postcard::to_extend(value, vec![RECORD_FORMAT]) {
+        Ok(v) => v,
+        Err(e) => unreachable!("serializing to a Vec can't fail: {e}"),
+    }
+}
+
+/// A record [`encode_record`] wrote; `None` for another format or bytes that do not decode.
+pub(crate) fn decode_record<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<T> {
+    match bytes.split_first() {
+        Some((&RECORD_FORMAT, body)) => postcard::from_bytes(body).ok(),
+        _ => None,
+    }
+}
+
 /// One [`StateStore`] record: key, value.
 pub type StateEntry = (Vec<u8>, Vec<u8>);
 
