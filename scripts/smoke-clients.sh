@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Smoke test with outside S3 clients against `gateway dev`: the aws cli, boto3, s3cmd and rclone
 # each create a bucket, upload and download a 100 MiB file (multipart where the client splits),
-# list, copy and delete, comparing bytes. Needs a built workspace (target/debug) and python3.
+# list, copy and delete, comparing bytes. Then a bucket mirrored to another S3 implementation
+# (moto's server): its copies carry the bytes, metadata and tags, and tag changes follow; and a
+# bucket falling back to moto copies objects in with their tags. Needs a built workspace
+# (target/debug) and python3.
 #
 #   scripts/smoke-clients.sh            # installs the clients into a venv under target/
 set -euo pipefail
@@ -13,11 +16,12 @@ port="${SMOKE_PORT:-19400}"
 endpoint="http://127.0.0.1:$port"
 
 gateway_pid=""
+moto_pid=""
 cleanup() {
-    if [ -n "$gateway_pid" ]; then
-        kill -INT "$gateway_pid" 2>/dev/null || true
-        wait "$gateway_pid" 2>/dev/null || true
-    fi
+    for pid in $gateway_pid $moto_pid; do
+        kill -INT "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -28,10 +32,11 @@ for bin in gateway storage-node; do
     [ -x "target/debug/$bin" ] || { say "target/debug/$bin is missing: cargo build --workspace first"; exit 1; }
 done
 
-# Clients: current aws cli, boto3 and s3cmd from PyPI; rclone from Debian.
-if [ ! -x "$venv/bin/aws" ] || [ ! -x "$venv/bin/s3cmd" ]; then
+# Clients: current aws cli, boto3 and s3cmd from PyPI, and moto's S3 server as the mirror's
+# remote; rclone from Debian.
+if [ ! -x "$venv/bin/aws" ] || [ ! -x "$venv/bin/s3cmd" ] || [ ! -x "$venv/bin/moto_server" ]; then
     python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --upgrade awscli boto3 s3cmd
+    "$venv/bin/pip" install -q --upgrade awscli boto3 s3cmd 'moto[server]'
 fi
 if ! command -v rclone >/dev/null; then
     apt-get install -y -qq rclone >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq rclone; }
@@ -125,5 +130,68 @@ rclone copyto gw:rclone/big-copy "$work/rclone-big"
 same "$work/big" "$work/rclone-big"
 rclone delete gw:rclone
 rclone rmdir gw:rclone
+
+say "mirror to moto"
+mport=$((port + 50))
+"$venv/bin/moto_server" -H 127.0.0.1 -p "$mport" >"$work/moto.log" 2>&1 &
+moto_pid=$!
+moto=("$venv/bin/aws" --endpoint-url "http://127.0.0.1:$mport")
+for _ in $(seq 1 300); do
+    "${moto[@]}" s3 ls >/dev/null 2>&1 && break
+    kill -0 "$moto_pid" 2>/dev/null || { cat "$work/moto.log"; exit 1; }
+    sleep 0.1
+done
+"${moto[@]}" s3 mb s3://offsite
+"${aws[@]}" s3 mb s3://mirrored
+GATEWAY_DATA_DIR="$work/dev/gateway" GATEWAY_ADMIN_LISTEN="127.0.0.1:$((port + 1))" \
+    REMOTE_SECRET_ACCESS_KEY=moto-secret ./target/debug/gateway remote set mirrored \
+    --remote-bucket offsite --endpoint "http://127.0.0.1:$mport" --path-style \
+    --access-key-id moto-key --mirror sync
+head -c $((20 * 1024 * 1024)) /dev/urandom >"$work/medium"
+# A synchronous mirror acknowledges each write once the remote has it: no waiting below. The
+# 20 MiB object goes to the remote as a multipart upload, the small one in one PUT.
+tags_of() {  # bucket key: "k=v" lines, sorted
+    "${@:3}" s3api get-object-tagging --bucket "$1" --key "$2" \
+        --query 'TagSet[].[Key,Value]' --output text | tr '\t' '=' | sort
+}
+expect_tags() {  # remote key, expected lines
+    local got
+    got="$(tags_of offsite "$1" "${moto[@]}")"
+    [ "$got" = "$2" ] || { say "remote tags of $1: got '$got', expected '$2'"; exit 1; }
+}
+for name in small medium; do
+    "${aws[@]}" s3api put-object --bucket mirrored --key "$name" --body "$work/$name" \
+        --content-type text/plain --metadata origin=smoke --tagging 'team=blue&note=a%20b' >/dev/null
+    expect_tags "$name" $'note=a b\nteam=blue'
+    "${moto[@]}" s3 cp "s3://offsite/$name" "$work/moto-$name" --only-show-errors
+    same "$work/$name" "$work/moto-$name"
+    head="$("${moto[@]}" s3api head-object --bucket offsite --key "$name" --query '[ContentType,Metadata.origin]' --output text)"
+    [ "$head" = $'text/plain\tsmoke' ] || { say "remote head of $name: $head"; exit 1; }
+done
+"${aws[@]}" s3api put-object-tagging --bucket mirrored --key medium \
+    --tagging 'TagSet=[{Key=team,Value=red}]'
+expect_tags medium "team=red"
+"${aws[@]}" s3api delete-object-tagging --bucket mirrored --key small
+expect_tags small ""
+"${aws[@]}" s3 rm s3://mirrored --recursive --only-show-errors
+[ -z "$("${moto[@]}" s3 ls s3://offsite)" ] || { say "the remote still holds deleted keys"; exit 1; }
+
+say "fallback with copy-in from moto"
+"${moto[@]}" s3 mb s3://legacy
+"${moto[@]}" s3api put-object --bucket legacy --key old --body "$work/small" \
+    --tagging 'kept=yes' >/dev/null
+"${aws[@]}" s3 mb s3://migrated
+GATEWAY_DATA_DIR="$work/dev/gateway" GATEWAY_ADMIN_LISTEN="127.0.0.1:$((port + 1))" \
+    REMOTE_SECRET_ACCESS_KEY=moto-secret ./target/debug/gateway remote set migrated \
+    --remote-bucket legacy --endpoint "http://127.0.0.1:$mport" --path-style \
+    --access-key-id moto-key --fallback --copy-in
+"${aws[@]}" s3 cp s3://migrated/old "$work/fallback-old" --only-show-errors
+same "$work/small" "$work/fallback-old"
+# The read queued a copy-in; the copy keeps the remote's tags.
+for _ in $(seq 1 100); do
+    [ "$(tags_of migrated old "${aws[@]}")" = "kept=yes" ] && break
+    sleep 0.1
+done
+[ "$(tags_of migrated old "${aws[@]}")" = "kept=yes" ] || { say "the copied-in object lost its tags"; exit 1; }
 
 say "all clients passed"

@@ -120,6 +120,8 @@ impl Expect {
 enum Change {
     /// New bytes (a write): a mirrored bucket's remote must hear of it.
     Content,
+    /// A new tag set: a mirrored bucket's remote must hear of it too.
+    Tags,
     /// The same bytes on other nodes (a repair).
     Placement,
     /// The same bytes moved to the bucket's remote: refused while a change of the key is
@@ -446,7 +448,8 @@ impl Meta {
         let mut batch = WriteBatch::default();
         let used: HashSet<PieceRef> = placed_pieces(manifest).into_iter().collect();
         match change {
-            Change::Content => self.queue_mirror(&mut batch, bucket, key, false)?,
+            Change::Content => self.queue_mirror(&mut batch, bucket, key, Queued::Write)?,
+            Change::Tags => self.queue_mirror(&mut batch, bucket, key, Queued::Tags)?,
             Change::Placement => {}
             Change::Tiering => {
                 if self.mirror_entry(bucket, key)?.is_some() {
@@ -582,7 +585,7 @@ impl Meta {
     pub fn delete_object(&self, bucket: &str, key: &str) -> Result<bool, MetaError> {
         let _guard = self.lock();
         let mut batch = WriteBatch::default();
-        self.queue_mirror(&mut batch, bucket, key, true)?;
+        self.queue_mirror(&mut batch, bucket, key, Queued::Delete)?;
         let Some(old) = self.object(bucket, key)? else {
             if !batch.is_empty() {
                 self.write(batch)?;
@@ -753,6 +756,7 @@ pub mod hybrid;
 pub mod ledger;
 mod multipart;
 pub use health::{AuditRecord, BadPiece, HeldPiece, RepairEntry, Verdict};
+use hybrid::Queued;
 pub use hybrid::{MirrorBacklog, MirrorEntry, MirrorItem, RemoteRecord};
 pub use multipart::{StoredPart, UploadRecord, UploadsFrom};
 

@@ -132,7 +132,11 @@ impl Mirror {
             return Outcome::Left;
         }
         let result = match self.objects.remotes().get(&bucket).await {
-            Ok(Some(remote)) => self.objects.sync_remote(&remote, &bucket, &key).await,
+            Ok(Some(remote)) => {
+                self.objects
+                    .sync_remote(&remote, &bucket, &key, entry.tags_only)
+                    .await
+            }
             // The bucket was unpaired (its queue goes with it) between the read and now.
             Ok(None) => Ok(()),
             Err(e) => Err(RemoteError::Refused(e.to_string())),

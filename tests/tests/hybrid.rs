@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Tag, Tagging};
 use gateway::hybrid::{MirrorMode, RemoteConfig};
 use tests::remote::RemoteS3;
 use tests::{test_bytes, Cluster};
@@ -274,6 +274,25 @@ async fn sync_mirror_acknowledges_only_what_the_remote_holds_and_serves_reads_wi
     put(&s3, "docs", "a", &a).await;
     assert_eq!(remote.object("copy", "a").await.unwrap(), a);
     assert_eq!(backlog(&cluster, "docs"), 0);
+
+    // A tag change goes to the remote as a tag change. This remote (s3s-fs) keeps no tags and
+    // answers NotImplemented: the change is acknowledged and leaves nothing queued, rather than
+    // holding the bucket's queue up forever. (The smoke test checks tags on a remote that
+    // keeps them.)
+    s3.put_object_tagging()
+        .bucket("docs")
+        .key("a")
+        .tagging(
+            Tagging::builder()
+                .tag_set(Tag::builder().key("team").value("blue").build().unwrap())
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(backlog(&cluster, "docs"), 0);
+    assert_eq!(remote.object("copy", "a").await.unwrap(), a);
 
     // The remote is down: the write is refused as unavailable, stays queued, and gets there
     // once the remote is back.

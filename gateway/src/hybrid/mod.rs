@@ -314,6 +314,9 @@ pub enum RemoteError {
     /// The local side of a transfer failed (reading the object to send).
     #[error("reading the local object failed: {0}")]
     Source(String),
+    /// The remote does not implement the operation (501 NotImplemented): retrying won't help.
+    #[error("the remote does not support this: {0}")]
+    Unsupported(String),
 }
 
 /// One object in a remote bucket.
@@ -345,6 +348,8 @@ pub struct UploadMeta {
     pub user_metadata: BTreeMap<String, String>,
     /// Stored response headers, by lower-case name (as in [`chunker::ObjectManifest`]).
     pub headers: BTreeMap<String, String>,
+    /// The object's tag set.
+    pub tags: BTreeMap<String, String>,
 }
 
 /// Bytes from or to a remote.
@@ -367,6 +372,13 @@ pub trait RemoteStore: Send + Sync + std::fmt::Debug {
         size: u64,
         body: ByteStream,
     ) -> Result<(), RemoteError>;
+    /// An object's tag set as the remote gives it (not yet checked against S3's rules);
+    /// [`RemoteError::NotFound`] if the key does not exist.
+    async fn tags(&self, key: &str) -> Result<Vec<(String, String)>, RemoteError>;
+    /// Replaces an object's tag set (an empty set removes its tags); [`RemoteError::NotFound`]
+    /// if the key does not exist.
+    async fn put_tags(&self, key: &str, tags: &BTreeMap<String, String>)
+        -> Result<(), RemoteError>;
     /// Deletes a key; a missing key is not an error.
     async fn delete(&self, key: &str) -> Result<(), RemoteError>;
     /// Up to `max` (≤ 1000) entries under `prefix` strictly after `after`, keys rolled up into

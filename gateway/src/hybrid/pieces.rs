@@ -77,7 +77,9 @@ fn piece_error(peer: PeerId, piece: PieceId, e: RemoteError) -> PieceError {
     match e {
         RemoteError::NotFound => PieceError::NotFound { node: peer, piece },
         RemoteError::Unavailable(reason) => PieceError::Unreachable { node: peer, reason },
-        RemoteError::Refused(reason) => PieceError::Refused { node: peer, reason },
+        RemoteError::Refused(reason) | RemoteError::Unsupported(reason) => {
+            PieceError::Refused { node: peer, reason }
+        }
         e @ (RemoteError::Corrupt(_) | RemoteError::Source(_)) => PieceError::BadAnswer {
             node: peer,
             reason: e.to_string(),

@@ -1,5 +1,6 @@
 //! [`RemoteStore`] on any S3 service, through `aws-sdk-s3`.
 
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::time::Duration;
 
@@ -7,7 +8,7 @@ use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::{BehaviorVersion, Region};
 use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::primitives::{ByteStream as SdkBody, DateTime, DateTimeFormat};
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Tag, Tagging};
 use aws_sdk_s3::Client;
 use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt};
@@ -29,6 +30,7 @@ macro_rules! with_upload_meta {
             .set_content_encoding(header($meta, "content-encoding"))
             .set_content_language(header($meta, "content-language"))
             .set_expires(expires($meta))
+            .set_tagging(tagging(&$meta.tags))
     };
 }
 
@@ -231,11 +233,27 @@ where
         }
         SdkError::ServiceError(s) => match s.raw().status().as_u16() {
             404 => RemoteError::NotFound,
+            501 => RemoteError::Unsupported(text),
             code if code >= 500 || code == 429 || code == 408 => RemoteError::Unavailable(text),
             _ => RemoteError::Refused(text),
         },
         _ => RemoteError::Refused(text),
     }
+}
+
+/// A tag set as an `x-amz-tagging` header (`k1=v1&k2=v2`, URL-encoded); none for no tags.
+fn tagging(tags: &BTreeMap<String, String>) -> Option<String> {
+    let pairs: Vec<String> = tags
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                crate::s3::percent_encode(k, b""),
+                crate::s3::percent_encode(v, b"")
+            )
+        })
+        .collect();
+    (!pairs.is_empty()).then(|| pairs.join("&"))
 }
 
 fn header(meta: &UploadMeta, name: &str) -> Option<String> {
@@ -411,6 +429,62 @@ impl RemoteStore for S3Remote {
         Ok(listing)
     }
 
+    async fn tags(&self, key: &str) -> Result<Vec<(String, String)>, RemoteError> {
+        let out = self
+            .client
+            .get_object_tagging()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(out
+            .tag_set()
+            .iter()
+            .map(|t| (t.key().to_string(), t.value().to_string()))
+            .collect())
+    }
+
+    async fn put_tags(
+        &self,
+        key: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<(), RemoteError> {
+        if tags.is_empty() {
+            self.client
+                .delete_object_tagging()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+                .await
+                .map_err(classify)?;
+            return Ok(());
+        }
+        let mut set = Vec::with_capacity(tags.len());
+        for (k, v) in tags {
+            set.push(
+                Tag::builder()
+                    .key(k)
+                    .value(v)
+                    .build()
+                    .map_err(|e| RemoteError::Source(e.to_string()))?,
+            );
+        }
+        let tagging = Tagging::builder()
+            .set_tag_set(Some(set))
+            .build()
+            .map_err(|e| RemoteError::Source(e.to_string()))?;
+        self.client
+            .put_object_tagging()
+            .bucket(&self.bucket)
+            .key(key)
+            .tagging(tagging)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
     async fn delete(&self, key: &str) -> Result<(), RemoteError> {
         match self
             .client
@@ -426,5 +500,23 @@ impl RemoteStore for S3Remote {
                 e => Err(e),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_travel_url_encoded_in_one_header() {
+        let tags: BTreeMap<String, String> = [("a b", "x/y&z=1"), ("é", "")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(
+            tagging(&tags).as_deref(),
+            Some("a%20b=x%2Fy%26z%3D1&%C3%A9=")
+        );
+        assert_eq!(tagging(&BTreeMap::new()), None);
     }
 }

@@ -41,6 +41,45 @@ pub struct MirrorEntry {
     /// Not before this time.
     pub next_ms: u64,
     pub last_error: String,
+    /// Every change queued since the remote copy was last brought up to date changed only the
+    /// object's tags: sending the tag set is enough.
+    pub tags_only: bool,
+}
+
+/// A [`MirrorEntry`] as written before entries knew `tags_only` (read as a full change).
+#[derive(Deserialize)]
+struct MirrorEntryV1 {
+    seq: u64,
+    queued_ms: u64,
+    attempts: u32,
+    next_ms: u64,
+    last_error: String,
+}
+
+fn decode_entry(bytes: &[u8]) -> Result<MirrorEntry, MetaError> {
+    decode("mirror entry", bytes).or_else(|e| {
+        let Ok(old) = decode::<MirrorEntryV1>("mirror entry", bytes) else {
+            return Err(e);
+        };
+        Ok(MirrorEntry {
+            seq: old.seq,
+            queued_ms: old.queued_ms,
+            attempts: old.attempts,
+            next_ms: old.next_ms,
+            last_error: old.last_error,
+            tags_only: false,
+        })
+    })
+}
+
+/// What a change did to a key, as far as its remote copy is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Queued {
+    /// New bytes or attributes.
+    Write,
+    Delete,
+    /// A new tag set, nothing else.
+    Tags,
 }
 
 /// A queued key with its entry.
@@ -104,7 +143,7 @@ impl Meta {
                 if !k.starts_with(&prefix) {
                     break;
                 }
-                self.queue_mirror_key(&mut batch, &k)?;
+                self.queue_mirror_key(&mut batch, &k, false)?;
             }
         }
         self.write(batch)
@@ -159,24 +198,38 @@ impl Meta {
         batch: &mut WriteBatch,
         bucket: &str,
         key: &str,
-        deleted: bool,
+        change: Queued,
     ) -> Result<(), MetaError> {
         let Some(remote) = self.remote(bucket)? else {
             return Ok(());
         };
-        if (deleted && remote.queue_deletes) || (!deleted && remote.queue_writes) {
-            self.queue_mirror_key(batch, &object_key(bucket, key))?;
+        let wanted = match change {
+            Queued::Delete => remote.queue_deletes,
+            Queued::Write | Queued::Tags => remote.queue_writes,
+        };
+        if wanted {
+            self.queue_mirror_key(batch, &object_key(bucket, key), change == Queued::Tags)?;
         }
         Ok(())
     }
 
-    fn queue_mirror_key(&self, batch: &mut WriteBatch, k: &[u8]) -> Result<(), MetaError> {
+    /// Adds to `batch`: `k`'s entry, merged with the one already queued (which keeps its
+    /// age, and makes the entry a full change unless both changed only tags).
+    fn queue_mirror_key(
+        &self,
+        batch: &mut WriteBatch,
+        k: &[u8],
+        tags_only: bool,
+    ) -> Result<(), MetaError> {
         let now = crate::time::now_ms();
-        let queued_ms = match self.db.get_cf(self.cf(CF_MIRROR), k)? {
-            Some(v) => decode::<MirrorEntry>("mirror entry", &v)
-                .map(|e| e.queued_ms)
-                .unwrap_or(now),
-            None => now,
+        let queued = self
+            .db
+            .get_cf(self.cf(CF_MIRROR), k)?
+            .map(|v| decode_entry(&v).ok());
+        let (queued_ms, tags_only) = match queued {
+            None => (now, tags_only),
+            Some(Some(e)) => (e.queued_ms, e.tags_only && tags_only),
+            Some(None) => (now, false),
         };
         let entry = MirrorEntry {
             seq: next_seq(),
@@ -184,6 +237,7 @@ impl Meta {
             attempts: 0,
             next_ms: 0,
             last_error: String::new(),
+            tags_only,
         };
         batch.put_cf(self.cf(CF_MIRROR), k, encode(&entry));
         Ok(())
@@ -224,7 +278,7 @@ impl Meta {
                 }
                 break;
             }
-            let entry: MirrorEntry = decode("mirror entry", &v)?;
+            let entry = decode_entry(&v)?;
             if entry.next_ms <= now_ms {
                 out.push(MirrorItem { bucket, key, entry });
                 if out.len() >= limit {
@@ -257,7 +311,7 @@ impl Meta {
         old: &ObjectManifest,
         new: &ObjectManifest,
     ) -> Result<bool, MetaError> {
-        self.swap(bucket, key, old, new, None, super::Change::Placement)
+        self.swap(bucket, key, old, new, None, super::Change::Tags)
     }
 
     /// Queues `bucket`/`key` for the mirror worker (which makes the remote match the local
@@ -265,7 +319,7 @@ impl Meta {
     pub fn requeue_mirror(&self, bucket: &str, key: &str) -> Result<(), MetaError> {
         let _guard = self.lock();
         let mut batch = WriteBatch::default();
-        self.queue_mirror_key(&mut batch, &object_key(bucket, key))?;
+        self.queue_mirror_key(&mut batch, &object_key(bucket, key), false)?;
         self.write(batch)
     }
 
@@ -273,7 +327,7 @@ impl Meta {
     pub fn mirror_entry(&self, bucket: &str, key: &str) -> Result<Option<MirrorEntry>, MetaError> {
         self.db
             .get_cf(self.cf(CF_MIRROR), object_key(bucket, key))?
-            .map(|v| decode("mirror entry", &v))
+            .map(|v| decode_entry(&v))
             .transpose()
     }
 
@@ -326,7 +380,7 @@ impl Meta {
             let Some((bucket, _)) = split_object_key(&k) else {
                 continue;
             };
-            let entry: MirrorEntry = decode("mirror entry", &v)?;
+            let entry = decode_entry(&v)?;
             let b = out.entry(bucket).or_default();
             b.depth += 1;
             b.oldest_ms = Some(

@@ -216,7 +216,7 @@ impl Meta {
         let used: HashSet<PieceRef> = placed_pieces(manifest).into_iter().collect();
         let mut batch = WriteBatch::default();
         self.replace_object(&mut batch, bucket, key, manifest, &used, expect)?;
-        self.queue_mirror(&mut batch, bucket, key, false)?;
+        self.queue_mirror(&mut batch, bucket, key, super::Queued::Write)?;
         self.drop_upload(&mut batch, bucket, key, id, &used)?;
         self.write(batch)
     }

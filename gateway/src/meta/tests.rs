@@ -229,3 +229,98 @@ fn conditional_commits_check_the_current_version_atomically() {
         Err(MetaError::PreconditionFailed)
     ));
 }
+
+#[test]
+fn a_tag_change_queues_only_tags_until_a_write_makes_it_a_full_copy() {
+    let (_d, meta) = open();
+    meta.create_bucket("b", 0).unwrap();
+    let record = RemoteRecord {
+        queue_writes: true,
+        queue_deletes: true,
+        config: Vec::new(),
+    };
+    meta.set_remote("b", &record, false).unwrap();
+    let v1 = manifest(&[(1, 1), (2, 2)]);
+    meta.commit_object("b", "k", &v1, &[1; 16], &Expect::Anything)
+        .unwrap();
+    let written = meta.mirror_entry("b", "k").unwrap().unwrap();
+    assert!(!written.tags_only);
+    meta.mirror_done("b", "k", written.seq).unwrap();
+
+    // Tags alone: the entry says so, twice over.
+    let mut v2 = v1.clone();
+    v2.tags.insert("team".into(), "blue".into());
+    assert!(meta.commit_attributes("b", "k", &v1, &v2).unwrap());
+    let mut v3 = v2.clone();
+    v3.tags.insert("year".into(), "2026".into());
+    assert!(meta.commit_attributes("b", "k", &v2, &v3).unwrap());
+    let tags = meta.mirror_entry("b", "k").unwrap().unwrap();
+    assert!(tags.tags_only);
+
+    // New bytes while the tag change waits: the remote needs the whole object, and the entry
+    // keeps the age of the first change.
+    meta.commit_object(
+        "b",
+        "k",
+        &manifest(&[(3, 3), (4, 4)]),
+        &[2; 16],
+        &Expect::Anything,
+    )
+    .unwrap();
+    let merged = meta.mirror_entry("b", "k").unwrap().unwrap();
+    assert!(!merged.tags_only);
+    assert_eq!(merged.queued_ms, tags.queued_ms);
+    let mut v4 = meta.object("b", "k").unwrap().unwrap();
+    let v5 = {
+        let mut m = v4.clone();
+        m.tags.clear();
+        m
+    };
+    assert!(meta.commit_attributes("b", "k", &v4, &v5).unwrap());
+    v4 = meta.object("b", "k").unwrap().unwrap();
+    assert_eq!(v4, v5);
+    assert!(!meta.mirror_entry("b", "k").unwrap().unwrap().tags_only);
+}
+
+#[test]
+fn mirror_entries_written_before_tags_only_existed_read_as_full_copies() {
+    #[derive(Serialize)]
+    struct Old {
+        seq: u64,
+        queued_ms: u64,
+        attempts: u32,
+        next_ms: u64,
+        last_error: String,
+    }
+    let (_d, meta) = open();
+    meta.create_bucket("b", 0).unwrap();
+    let old = Old {
+        seq: 9,
+        queued_ms: 5,
+        attempts: 2,
+        next_ms: 0,
+        last_error: "refused".into(),
+    };
+    meta.db
+        .put_cf(
+            meta.cf(hybrid::CF_MIRROR),
+            object_key("b", "k"),
+            encode(&old),
+        )
+        .unwrap();
+    let entry = meta.mirror_entry("b", "k").unwrap().unwrap();
+    assert_eq!(
+        (entry.seq, entry.queued_ms, entry.attempts, entry.tags_only),
+        (9, 5, 2, false)
+    );
+    assert_eq!(meta.mirror_due(1, None, &|_| false, 10).unwrap().len(), 1);
+    // Bytes that are neither shape are still an error, not a guess.
+    meta.db
+        .put_cf(
+            meta.cf(hybrid::CF_MIRROR),
+            object_key("b", "k"),
+            [RECORD_FORMAT, 1],
+        )
+        .unwrap();
+    assert!(meta.mirror_entry("b", "k").is_err());
+}

@@ -12,6 +12,7 @@
 //!   segment reachable) is served from the mirror when the mirror holds the same version (no
 //!   change of the key is still queued, and the sizes agree).
 
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
@@ -262,6 +263,7 @@ impl ObjectService {
         remote: &Remote,
         bucket: &str,
         key: &str,
+        tags_only: bool,
     ) -> Result<(), RemoteError> {
         let remote_key = remote.config.remote_key(key);
         let local = self
@@ -276,6 +278,17 @@ impl ObjectService {
                 ..
             }) => Ok(()),
             Some(m) if remote.config.mirror != MirrorMode::Off => {
+                if tags_only {
+                    match remote.store.put_tags(&remote_key, &m.tags).await {
+                        // The remote copy is missing (never copied, or deleted there).
+                        Err(RemoteError::NotFound) => {}
+                        Err(RemoteError::Unsupported(e)) => {
+                            tracing::warn!(bucket, key, error = %e, "the remote keeps no tags; the mirrored copy keeps its old ones");
+                            return Ok(());
+                        }
+                        done => return done,
+                    }
+                }
                 self.upload_to_remote(remote, bucket, key, &m).await
             }
             Some(_) if remote.config.tier.is_some() => remote.store.delete(&remote_key).await,
@@ -283,8 +296,8 @@ impl ObjectService {
         }
     }
 
-    /// Copies the object `m` of `bucket`/`key` (its plaintext, content type and user metadata)
-    /// to `remote`.
+    /// Copies the object `m` of `bucket`/`key` (its plaintext, content type, user metadata,
+    /// stored headers and tags) to `remote`.
     pub(crate) async fn upload_to_remote(
         &self,
         remote: &Remote,
@@ -303,6 +316,7 @@ impl ObjectService {
             content_type: m.content_type.clone(),
             user_metadata: m.user_metadata.clone(),
             headers: m.headers.clone(),
+            tags: m.tags.clone(),
         };
         remote
             .store
@@ -335,7 +349,8 @@ impl ObjectService {
         let Some(entry) = self.meta.mirror_entry(bucket, key)? else {
             return Ok(());
         };
-        self.sync_remote(&remote, bucket, key).await?;
+        self.sync_remote(&remote, bucket, key, entry.tags_only)
+            .await?;
         self.meta.mirror_done(bucket, key, entry.seq)?;
         Ok(())
     }
@@ -364,6 +379,30 @@ impl ObjectService {
         }
     }
 
+    /// The tag set of the remote object `m` describes, checked against S3's rules; none if
+    /// the remote keeps no tags.
+    async fn remote_tags(
+        &self,
+        bucket: &str,
+        m: &ObjectManifest,
+    ) -> Result<BTreeMap<String, String>, ObjectError> {
+        let (Body::Remote { key }, Some(remote)) = (&m.body, self.remotes.get(bucket).await?)
+        else {
+            return Ok(m.tags.clone());
+        };
+        match remote.store.tags(key).await {
+            Ok(pairs) => crate::s3::checked_tags(pairs).map_err(|e| {
+                RemoteError::Corrupt(format!(
+                    "its tag set: {}",
+                    e.message().unwrap_or("breaks S3's rules")
+                ))
+                .into()
+            }),
+            Err(RemoteError::Unsupported(_)) => Ok(BTreeMap::new()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Copies `bucket`/`key` in from the bucket's remote; `false` if there was nothing to do.
     async fn copy_in(&self, bucket: &str, key: &str) -> Result<bool, ObjectError> {
         if self.meta.object(bucket, key)?.is_some() {
@@ -374,6 +413,7 @@ impl ObjectService {
             Err(ObjectError::NoSuchKey) => return Ok(false),
             Err(e) => return Err(e),
         };
+        let tags = self.remote_tags(bucket, &m).await?;
         let body = self.read_object(bucket, &m, 0..m.size).await?;
         // A plain MD5 ETag (not a multipart one) lets the copy be checked end to end.
         let etag = m.etag.clone();
@@ -384,7 +424,7 @@ impl ObjectService {
             content_type: m.content_type.clone(),
             user_metadata: m.user_metadata.clone(),
             headers: m.headers.clone(),
-            tags: m.tags.clone(),
+            tags,
             checksums: Vec::new(),
             expect: Expect::Absent,
         };

@@ -228,7 +228,8 @@ impl ObjectService {
         }
     }
 
-    /// Replaces an object's tag set (the object itself is unchanged).
+    /// Replaces an object's tag set (the object itself is unchanged); a mirrored bucket's
+    /// remote copy gets the new set.
     pub async fn set_tags(
         &self,
         bucket: &str,
@@ -245,7 +246,7 @@ impl ObjectService {
             let mut next = current.clone();
             next.tags = tags.clone();
             if self.meta.commit_attributes(bucket, key, &current, &next)? {
-                return Ok(());
+                return self.after_write(bucket, key).await;
             }
         }
         Err(ObjectError::Busy)

@@ -135,7 +135,7 @@ fn invalid_tag(message: String) -> S3Error {
 
 /// Checks a tag set against S3's rules (at most 10 tags, keys 1–128 and values up to 256
 /// characters, no key twice).
-fn checked(pairs: Vec<(String, String)>) -> S3Result<BTreeMap<String, String>> {
+pub(crate) fn checked(pairs: Vec<(String, String)>) -> S3Result<BTreeMap<String, String>> {
     if pairs.len() > MAX_TAGS {
         return Err(bad(
             "BadRequest",

@@ -5,6 +5,7 @@
 //! object-service method, and translates the result; [`error`] maps failures to S3 codes.
 
 mod attrs;
+pub(crate) use attrs::checked as checked_tags;
 pub mod auth;
 mod body;
 mod conditions;
@@ -173,9 +174,14 @@ fn max_keys(requested: Option<i32>) -> S3Result<usize> {
 
 /// S3's `encoding-type=url`: percent-encodes everything but unreserved characters and `/`.
 fn url_encode(s: &str) -> String {
+    percent_encode(s, b"/")
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986) and those in `keep`.
+pub(crate) fn percent_encode(s: &str, keep: &[u8]) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) || keep.contains(&b) {
             out.push(char::from(b));
         } else {
             out.push_str(&format!("%{b:02X}"));
