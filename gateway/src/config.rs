@@ -56,6 +56,8 @@ pub struct RawConfig {
     pub node_timeout: String,
     /// A segment read taking longer than this also asks the parity pieces' nodes (hedging).
     pub hedge_after: String,
+    /// An upload whose body sends nothing for this long is cut off (`RequestTimeout`).
+    pub body_timeout: String,
     /// How often nodes re-register; a node silent for three heartbeats is offline.
     pub heartbeat: String,
     /// Node ids allowed to register. Empty: any node with a valid identity may join.
@@ -123,6 +125,7 @@ impl Default for RawConfig {
             write_grace: "2s".into(),
             node_timeout: "30s".into(),
             hedge_after: "500ms".into(),
+            body_timeout: "30s".into(),
             heartbeat: "10s".into(),
             allowed_nodes: Vec::new(),
             max_requests: 64,
@@ -165,6 +168,7 @@ pub struct Config {
     pub write_grace: Duration,
     pub node_timeout: Duration,
     pub hedge_after: Duration,
+    pub body_timeout: Duration,
     pub heartbeat: Duration,
     pub allowed_nodes: Vec<PeerId>,
     pub max_requests: usize,
@@ -291,6 +295,7 @@ impl RawConfig {
             write_grace: parse_duration(&self.write_grace).context("write_grace")?,
             node_timeout: duration("node_timeout", &self.node_timeout)?,
             hedge_after: duration("hedge_after", &self.hedge_after)?,
+            body_timeout: duration("body_timeout", &self.body_timeout)?,
             heartbeat: duration("heartbeat", &self.heartbeat)?,
             allowed_nodes: self
                 .allowed_nodes

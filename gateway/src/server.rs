@@ -144,6 +144,7 @@ impl Gateway {
                 write_quorum: config.write_quorum,
                 write_grace: config.write_grace,
                 hedge_after: config.hedge_after,
+                body_timeout: config.body_timeout,
             },
             health.clone(),
             remotes.clone(),
@@ -226,16 +227,17 @@ impl Gateway {
             cancel.clone(),
         ));
 
+        // The owner id listings show, and the host id every response names: stable per
+        // gateway, derived from its identity.
+        let owner_id =
+            crate::digest::hex(blake3::hash(format!("s3 owner\0{peer_id}").as_bytes()).as_bytes());
+        let request_ids = Arc::new(crate::s3::request_id::RequestIds::new(&owner_id)?);
         let s3 = {
-            // The owner id listings show: stable per gateway, derived from its identity.
-            let owner_id = crate::digest::hex(
-                blake3::hash(format!("s3 owner\0{peer_id}").as_bytes()).as_bytes(),
-            );
             let mut b = S3ServiceBuilder::new(S3Api::new(
                 objects.clone(),
                 config.max_requests,
                 config.region.clone(),
-                owner_id,
+                owner_id.clone(),
             ));
             b.set_auth(StoredKeys {
                 meta: meta.clone(),
@@ -254,6 +256,10 @@ impl Gateway {
         let s3_metrics = Arc::new(crate::metrics::S3Metrics::default());
         let app = Router::new()
             .fallback_service(s3)
+            .layer(axum::middleware::from_fn_with_state(
+                request_ids,
+                crate::s3::request_id::stamp,
+            ))
             .layer(axum::middleware::from_fn_with_state(
                 s3_metrics.clone(),
                 crate::metrics::track,

@@ -41,6 +41,8 @@ pub struct DataConfig {
     pub write_grace: Duration,
     /// A segment read slower than this is hedged with a read from every piece's node.
     pub hedge_after: Duration,
+    /// An upload body that yields nothing for this long fails with [`ObjectError::BodyTimeout`].
+    pub body_timeout: Duration,
 }
 
 /// Why an object operation failed, in terms the S3 layer maps to S3 errors.
@@ -70,6 +72,8 @@ pub enum ObjectError {
     Unreadable { segment: usize, reason: String },
     #[error("reading the request body failed: {0}")]
     Body(String),
+    #[error("the request body sent nothing for {0:?}")]
+    BodyTimeout(Duration),
     #[error("the body does not match its digest: {0}")]
     BadDigest(String),
     #[error("the request is invalid: {0}")]

@@ -176,7 +176,12 @@ impl ObjectService {
             let mut held: Vec<Bytes> = Vec::new();
             let mut held_len = 0usize;
             let mut emitted = false;
-            while let Some(chunk) = body.next().await {
+            let idle = self.cfg.body_timeout;
+            loop {
+                let next = tokio::time::timeout(idle, body.next()).await;
+                let Some(chunk) = next.map_err(|_| ObjectError::BodyTimeout(idle))? else {
+                    break;
+                };
                 let mut chunk = chunk.map_err(|e| ObjectError::Body(e.to_string()))?;
                 while !chunk.is_empty() {
                     let take = (seg_len - held_len).min(chunk.len());

@@ -4,14 +4,21 @@
 use s3s::dto::{self, CopySource, ETag};
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
-use super::attrs;
 use super::conditions::Conditions;
+use super::{attrs, features};
 use super::{checksum_fields, timestamp, S3Api};
 use crate::objects::put::PutObject;
 
 fn source(cs: &CopySource) -> S3Result<(String, String)> {
     match cs {
-        CopySource::Bucket { bucket, key, .. } => Ok((bucket.to_string(), key.to_string())),
+        CopySource::Bucket {
+            bucket,
+            key,
+            version_id,
+        } => {
+            features::version(version_id.as_deref())?;
+            Ok((bucket.to_string(), key.to_string()))
+        }
         _ => Err(s3_error!(
             NotImplemented,
             "only bucket/key copy sources are supported"
@@ -43,6 +50,8 @@ fn copy_range(spec: &str) -> S3Result<std::ops::Range<u64>> {
 /// and manifest, once its `x-amz-copy-source-if-*` conditions hold.
 macro_rules! copy_source {
     ($api:expr, $input:expr) => {{
+        features::customer_key(&$input.copy_source_sse_customer_algorithm)?;
+        features::customer_key(&$input.sse_customer_algorithm)?;
         let (bucket, key) = source(&$input.copy_source)?;
         let src = $api.objects.head_object(&bucket, &key).await?;
         Conditions {
@@ -62,6 +71,7 @@ pub(super) async fn copy_object(
 ) -> S3Result<S3Response<dto::CopyObjectOutput>> {
     let _permit = api.permit()?;
     let input = req.input;
+    features::write_options!(input).check()?;
     let (src_bucket, src_key, src) = copy_source!(api, input);
     let replace = input
         .metadata_directive

@@ -50,7 +50,21 @@ pub fn to_s3(e: ObjectError) -> S3Error {
             S3ErrorCode::SlowDown,
             "Please reduce your request rate.".into(),
         ),
+        // s3s' SigV4 body check fails the stream with an error of a private type; its text
+        // (s3s 0.14: "UploadStreamError: Sha256Mismatch") is all there is to tell it by.
+        E::Body(reason) if reason.contains("Sha256Mismatch") => {
+            let mut e = S3Error::with_message(
+                S3ErrorCode::Custom("XAmzContentSHA256Mismatch".into()),
+                "The provided 'x-amz-content-sha256' header does not match what was computed.",
+            );
+            e.set_status_code(axum::http::StatusCode::BAD_REQUEST);
+            return e;
+        }
         E::Body(_) => (S3ErrorCode::IncompleteBody, e.to_string()),
+        E::BodyTimeout(_) => (
+            S3ErrorCode::RequestTimeout,
+            "Your socket connection to the server was not read from or written to within the timeout period. Idle connections will be closed.".into(),
+        ),
         E::BadDigest(_) => (S3ErrorCode::BadDigest, e.to_string()),
         E::Invalid(_) => (S3ErrorCode::InvalidArgument, e.to_string()),
         E::InvalidRange => (S3ErrorCode::InvalidRange, e.to_string()),

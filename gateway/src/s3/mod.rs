@@ -11,7 +11,9 @@ mod body;
 mod conditions;
 mod copy;
 pub mod error;
+mod features;
 mod multipart;
+pub mod request_id;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -61,6 +63,16 @@ impl S3Api {
                 id: Some(owner_id),
             },
         }
+    }
+
+    /// Takes an ACL that changes nothing (see [`features::Acl`]).
+    fn check_acl(
+        &self,
+        acl: features::Acl<'_>,
+        policy: Option<&dto::AccessControlPolicy>,
+    ) -> S3Result<()> {
+        let owner_id = self.owner.id.as_deref().unwrap_or_default();
+        acl.check(policy.map(|p| (p, owner_id)))
     }
 
     fn permit(&self) -> S3Result<OwnedSemaphorePermit> {
@@ -297,7 +309,17 @@ impl S3 for S3Api {
         &self,
         req: S3Request<dto::CreateBucketInput>,
     ) -> S3Result<S3Response<dto::CreateBucketOutput>> {
-        let bucket = req.input.bucket;
+        let input = req.input;
+        let acl = features::acl_of!(input, grant_write);
+        if acl.check(None).is_err() {
+            let mut e = S3Error::with_message(
+                S3ErrorCode::Custom("InvalidBucketAclWithObjectOwnership".into()),
+                "Bucket cannot have ACLs set with ObjectOwnership's BucketOwnerEnforced setting",
+            );
+            e.set_status_code(axum::http::StatusCode::BAD_REQUEST);
+            return Err(e);
+        }
+        let bucket = input.bucket;
         self.objects.create_bucket(&bucket)?;
         Ok(S3Response::new(dto::CreateBucketOutput {
             location: Some(format!("/{bucket}")),
@@ -342,6 +364,7 @@ impl S3 for S3Api {
     ) -> S3Result<S3Response<dto::PutObjectOutput>> {
         let _permit = self.permit()?;
         let input = req.input;
+        features::write_options!(input).check()?;
 
         let claims = BodyClaims::new(
             &req.headers,
@@ -397,6 +420,8 @@ impl S3 for S3Api {
     ) -> S3Result<S3Response<dto::GetObjectOutput>> {
         let permit = self.permit()?;
         let input = req.input;
+        features::version(input.version_id.as_deref())?;
+        features::customer_key(&input.sse_customer_algorithm)?;
         let m = self.objects.head_object(&input.bucket, &input.key).await?;
         conditions::Conditions {
             if_match: &input.if_match,
@@ -479,6 +504,8 @@ impl S3 for S3Api {
         req: S3Request<dto::HeadObjectInput>,
     ) -> S3Result<S3Response<dto::HeadObjectOutput>> {
         let input = req.input;
+        features::version(input.version_id.as_deref())?;
+        features::customer_key(&input.sse_customer_algorithm)?;
         let m = self.objects.head_object(&input.bucket, &input.key).await?;
         conditions::Conditions {
             if_match: &input.if_match,
@@ -525,6 +552,7 @@ impl S3 for S3Api {
         &self,
         req: S3Request<dto::DeleteObjectInput>,
     ) -> S3Result<S3Response<dto::DeleteObjectOutput>> {
+        features::version(req.input.version_id.as_deref())?;
         self.objects
             .delete_object(&req.input.bucket, &req.input.key)
             .await?;
@@ -546,7 +574,15 @@ impl S3 for S3Api {
         let quiet = input.delete.quiet.unwrap_or(false);
         let (mut deleted, mut errors) = (Vec::new(), Vec::new());
         for object in input.delete.objects {
-            match self.objects.delete_object(&input.bucket, &object.key).await {
+            let done = match features::version(object.version_id.as_deref()) {
+                Ok(()) => self
+                    .objects
+                    .delete_object(&input.bucket, &object.key)
+                    .await
+                    .map_err(error::to_s3),
+                Err(e) => Err(e),
+            };
+            match done {
                 Ok(()) => {
                     if !quiet {
                         deleted.push(dto::DeletedObject {
@@ -556,12 +592,11 @@ impl S3 for S3Api {
                     }
                 }
                 Err(e) => {
-                    let e = error::to_s3(e);
                     errors.push(dto::Error {
                         code: Some(e.code().as_str().to_string()),
                         message: e.message().map(str::to_string),
                         key: Some(object.key),
-                        version_id: None,
+                        version_id: object.version_id,
                     });
                 }
             }
@@ -695,6 +730,7 @@ impl S3 for S3Api {
         req: S3Request<dto::PutObjectTaggingInput>,
     ) -> S3Result<S3Response<dto::PutObjectTaggingOutput>> {
         let input = req.input;
+        features::version(input.version_id.as_deref())?;
         let tags = attrs::from_tagging(input.tagging)?;
         self.objects
             .set_tags(&input.bucket, &input.key, tags)
@@ -707,6 +743,7 @@ impl S3 for S3Api {
         req: S3Request<dto::GetObjectTaggingInput>,
     ) -> S3Result<S3Response<dto::GetObjectTaggingOutput>> {
         let input = req.input;
+        features::version(input.version_id.as_deref())?;
         let m = self.objects.head_object(&input.bucket, &input.key).await?;
         Ok(S3Response::new(dto::GetObjectTaggingOutput {
             tag_set: attrs::to_tag_set(&m.tags),
@@ -719,10 +756,59 @@ impl S3 for S3Api {
         req: S3Request<dto::DeleteObjectTaggingInput>,
     ) -> S3Result<S3Response<dto::DeleteObjectTaggingOutput>> {
         let input = req.input;
+        features::version(input.version_id.as_deref())?;
         self.objects
             .set_tags(&input.bucket, &input.key, BTreeMap::new())
             .await?;
         Ok(S3Response::new(dto::DeleteObjectTaggingOutput::default()))
+    }
+
+    async fn get_bucket_acl(
+        &self,
+        req: S3Request<dto::GetBucketAclInput>,
+    ) -> S3Result<S3Response<dto::GetBucketAclOutput>> {
+        self.objects.head_bucket(&req.input.bucket)?;
+        Ok(S3Response::new(dto::GetBucketAclOutput {
+            grants: Some(features::owner_acl(&self.owner)),
+            owner: Some(self.owner.clone()),
+        }))
+    }
+
+    async fn put_bucket_acl(
+        &self,
+        req: S3Request<dto::PutBucketAclInput>,
+    ) -> S3Result<S3Response<dto::PutBucketAclOutput>> {
+        let input = req.input;
+        self.objects.head_bucket(&input.bucket)?;
+        let acl = features::acl_of!(input, grant_write);
+        self.check_acl(acl, input.access_control_policy.as_ref())?;
+        Ok(S3Response::new(dto::PutBucketAclOutput {}))
+    }
+
+    async fn get_object_acl(
+        &self,
+        req: S3Request<dto::GetObjectAclInput>,
+    ) -> S3Result<S3Response<dto::GetObjectAclOutput>> {
+        let input = req.input;
+        features::version(input.version_id.as_deref())?;
+        self.objects.head_object(&input.bucket, &input.key).await?;
+        Ok(S3Response::new(dto::GetObjectAclOutput {
+            grants: Some(features::owner_acl(&self.owner)),
+            owner: Some(self.owner.clone()),
+            request_charged: None,
+        }))
+    }
+
+    async fn put_object_acl(
+        &self,
+        req: S3Request<dto::PutObjectAclInput>,
+    ) -> S3Result<S3Response<dto::PutObjectAclOutput>> {
+        let input = req.input;
+        features::version(input.version_id.as_deref())?;
+        self.objects.head_object(&input.bucket, &input.key).await?;
+        let acl = features::acl_of!(input, grant_write);
+        self.check_acl(acl, input.access_control_policy.as_ref())?;
+        Ok(S3Response::new(dto::PutObjectAclOutput::default()))
     }
 
     async fn list_multipart_uploads(

@@ -43,6 +43,7 @@ pub(super) async fn create(
     req: S3Request<dto::CreateMultipartUploadInput>,
 ) -> S3Result<S3Response<dto::CreateMultipartUploadOutput>> {
     let input = req.input;
+    super::features::write_options!(input).check()?;
     let checksum = match &input.checksum_algorithm {
         Some(a) => Some(algorithm_named(a.as_str()).ok_or_else(|| {
             s3_error!(
@@ -77,6 +78,7 @@ pub(super) async fn upload_part(
 ) -> S3Result<S3Response<dto::UploadPartOutput>> {
     let _permit = api.permit()?;
     let input = req.input;
+    super::features::customer_key(&input.sse_customer_algorithm)?;
     let number = part_number(input.part_number)?;
     let claims = BodyClaims::new(
         &req.headers,
@@ -161,6 +163,13 @@ pub(super) async fn complete(
         .multipart_upload
         .and_then(|m| m.parts)
         .unwrap_or_default();
+    if parts.is_empty() {
+        // What S3 answers: a CompleteMultipartUpload without parts fails its schema.
+        return Err(s3_error!(
+            MalformedXML,
+            "The XML you provided was not well-formed or did not validate against our published schema"
+        ));
+    }
     let chosen = parts
         .iter()
         .map(chosen_part)
