@@ -1,6 +1,6 @@
-//! Piece transfer over loopback: our libp2p stack (TCP + TLS + Yamux, `libp2p-stream`, our
-//! framing) against plain HTTP/1.1 (axum server, keep-alive client), 1 MiB pieces, at
-//! concurrency 1 and 16. Reports throughput and the CPU time both sides spent per GB.
+//! Piece transfer over loopback: our libp2p stack (TCP + TLS + Yamux, and QUIC, each with
+//! `libp2p-stream` and our framing) against plain HTTP/1.1 (axum server, keep-alive client),
+//! 1 MiB pieces, at concurrency 1 and 16. Reports throughput and the CPU time both sides spent per GB.
 //!
 //! `cargo bench -p benches --bench transport` (add `-- --quick` for a short run).
 //!
@@ -61,13 +61,11 @@ where
     }
 }
 
-/// libp2p: one pooled stream per worker, our request/response framing.
-async fn libp2p_run(concurrency: usize, total: usize) -> Figures {
+/// libp2p on the transport `listen` names: one pooled stream per worker, our
+/// request/response framing.
+async fn libp2p_run(listen: &str, concurrency: usize, total: usize) -> Figures {
     let server = net::spawn(Keypair::generate_ed25519()).unwrap();
-    server
-        .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-        .await
-        .unwrap();
+    server.listen(listen.parse().unwrap()).await.unwrap();
     let addr = server.listen_addrs(Duration::from_secs(5)).await.remove(0);
     let protocol = StreamProtocol::new("/bench/put/1");
     let mut incoming = server.control().accept(protocol.clone()).unwrap();
@@ -179,20 +177,29 @@ fn main() {
     println!("{:<34} {:>10} {:>12}", "transport", "GB/s", "CPU-s/GB");
     for concurrency in [1, 16] {
         let http = rt.block_on(http_run(concurrency, total));
-        let p2p = rt.block_on(libp2p_run(concurrency, total));
+        let p2p = rt.block_on(libp2p_run("/ip4/127.0.0.1/tcp/0", concurrency, total));
+        let quic = rt.block_on(libp2p_run(
+            "/ip4/127.0.0.1/udp/0/quic-v1",
+            concurrency,
+            total,
+        ));
         for (name, f) in [
             ("plain HTTP/1.1 (axum)", &http),
             ("libp2p TCP+TLS+Yamux, streams", &p2p),
+            ("libp2p QUIC, streams", &quic),
         ] {
             println!(
                 "{:<34} {:>10.3} {:>12.2}   concurrency {concurrency}",
                 name, f.gb_per_s, f.cpu_s_per_gb
             );
         }
-        println!(
-            "libp2p / HTTP: {:.0} % of the throughput at {:.2}x the CPU per GB\n",
-            p2p.gb_per_s / http.gb_per_s * 100.0,
-            p2p.cpu_s_per_gb / http.cpu_s_per_gb
-        );
+        for (name, f) in [("TCP", &p2p), ("QUIC", &quic)] {
+            println!(
+                "libp2p {name} / HTTP: {:.0} % of the throughput at {:.2}x the CPU per GB",
+                f.gb_per_s / http.gb_per_s * 100.0,
+                f.cpu_s_per_gb / http.cpu_s_per_gb
+            );
+        }
+        println!();
     }
 }

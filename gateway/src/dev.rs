@@ -21,6 +21,8 @@ pub struct DevOptions {
     pub nodes: usize,
     pub data: PathBuf,
     pub listen: SocketAddr,
+    /// Nodes and gateway talk QUIC instead of TCP.
+    pub quic: bool,
 }
 
 /// What `cluster.json` holds: everything a script or test needs to use the network.
@@ -76,7 +78,19 @@ pub async fn run(opts: DevOptions, cancel: CancellationToken) -> anyhow::Result<
     raw.data_dir = data.join("gateway").display().to_string();
     raw.s3_listen = opts.listen.to_string();
     raw.admin_listen = SocketAddr::new(ip, port.wrapping_add(1)).to_string();
-    raw.p2p_listen = vec![format!("/ip4/127.0.0.1/tcp/{}", port.wrapping_add(10))];
+    let p2p_port = port.wrapping_add(10);
+    let (p2p_listen, node_listen) = if opts.quic {
+        (
+            format!("/ip4/127.0.0.1/udp/{p2p_port}/quic-v1"),
+            "/ip4/127.0.0.1/udp/0/quic-v1",
+        )
+    } else {
+        (
+            format!("/ip4/127.0.0.1/tcp/{p2p_port}"),
+            "/ip4/127.0.0.1/tcp/0",
+        )
+    };
+    raw.p2p_listen = vec![p2p_listen];
     let config = raw.validate()?;
     if config.params.total() > opts.nodes {
         bail!(
@@ -99,7 +113,15 @@ pub async fn run(opts: DevOptions, cancel: CancellationToken) -> anyhow::Result<
 
     let binary = storage_node_binary();
     let mut children: Vec<(Child, PathBuf)> = Vec::new();
-    let started = start_nodes(&binary, &data, &gateway_addr, opts.nodes, &mut children).await;
+    let started = start_nodes(
+        &binary,
+        &data,
+        &gateway_addr,
+        node_listen,
+        opts.nodes,
+        &mut children,
+    )
+    .await;
     if let Err(e) = started {
         stop_nodes(&mut children).await;
         gateway.stop().await;
@@ -197,6 +219,7 @@ async fn start_nodes(
     binary: &Path,
     data: &Path,
     gateway_addr: &str,
+    listen: &str,
     count: usize,
     children: &mut Vec<(Child, PathBuf)>,
 ) -> anyhow::Result<()> {
@@ -209,7 +232,7 @@ async fn start_nodes(
                 .arg("--data-dir")
                 .arg(&dir)
                 .args(["--capacity", "10GiB", "--gateway", gateway_addr])
-                .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
+                .args(["--listen", listen])
                 .arg("--label")
                 .arg(format!("zone=dev-{}", i % 3))
                 // An ephemeral port: a fixed one could be taken (the node would not start);

@@ -42,6 +42,10 @@ enum Command {
         /// Where S3 clients connect; the admin port is the next one, nodes dial port + 10.
         #[arg(long, default_value = "127.0.0.1:9000")]
         listen: SocketAddr,
+        /// How nodes and gateway talk: tcp (TLS + Yamux) or quic. Nodes keep the gateway
+        /// address they were made with: use a new --data to switch.
+        #[arg(long, env = "GATEWAY_DEV_TRANSPORT", default_value = "tcp", value_parser = ["tcp", "quic"])]
+        transport: String,
     },
     /// Nodes, capacity and health of a running gateway (from its admin API).
     Status {
@@ -225,6 +229,7 @@ fn main() -> ExitCode {
             nodes,
             data,
             listen,
+            transport,
         } => runtime().and_then(|rt| {
             rt.block_on(async {
                 let cancel = CancellationToken::new();
@@ -234,6 +239,7 @@ fn main() -> ExitCode {
                         nodes,
                         data,
                         listen,
+                        quic: transport == "quic",
                     },
                     cancel,
                 )

@@ -399,3 +399,46 @@ async fn audits_ledger_and_remotes_from_the_command_line() {
     );
     assert!(!stdout.contains(" 0 countersigned statements"), "{stdout}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_over_quic_stores_and_serves_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir: PathBuf = dir.path().join("dev");
+    let mut gateway = spawn_dev(&data_dir, free_port(), &[("GATEWAY_DEV_TRANSPORT", "quic")]);
+    let cluster = wait_cluster(&data_dir).await;
+    for node in cluster["nodes"].as_array().unwrap() {
+        let listen = node["listen"].to_string();
+        assert!(
+            listen.contains("/udp/") && listen.contains("/quic-v1"),
+            "{listen}"
+        );
+    }
+    let s3 = client(&cluster);
+    s3.create_bucket().bucket("quic").send().await.unwrap();
+    let body = data(7, 9_000_000);
+    s3.put_object()
+        .bucket("quic")
+        .key("object")
+        .body(ByteStream::from(body.clone()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(piece_files(&data_dir), 18, "three segments of six pieces");
+    let got = s3
+        .get_object()
+        .bucket("quic")
+        .key("object")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        got.body.collect().await.unwrap().into_bytes().to_vec(),
+        body
+    );
+    let nodes = node_pids(&cluster);
+    let _ = kill_process(pid(gateway.id()), Signal::INT);
+    assert!(gateway.wait().unwrap().success());
+    for node in nodes {
+        wait_gone(node).await;
+    }
+}

@@ -50,11 +50,14 @@ struct Gateway {
 }
 
 async fn gateway() -> Gateway {
+    gateway_on("/ip4/127.0.0.1/tcp/0").await
+}
+
+/// A gateway listening on `listen` only.
+async fn gateway_on(listen: &str) -> Gateway {
     let keypair = Keypair::generate_ed25519();
     let host = net::spawn(keypair.clone()).unwrap();
-    host.listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-        .await
-        .unwrap();
+    host.listen(listen.parse().unwrap()).await.unwrap();
     let addr = host.listen_addrs(T).await.remove(0);
     let registrations = Arc::new(Mutex::new(Vec::new()));
     let seen = registrations.clone();
@@ -290,6 +293,46 @@ async fn a_gateway_drives_every_message_over_the_connection_the_node_opened() {
         .unwrap_err();
     assert_eq!(node_error(&err), Some(ErrorKind::NotFound), "{err}");
 
+    n.cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_registers_and_serves_over_quic() {
+    let gw = gateway_on("/ip4/127.0.0.1/udp/0/quic-v1").await;
+    assert!(gw.addr.to_string().contains("/quic-v1"), "{}", gw.addr);
+    let n = node(&gw, 64 << 20).await;
+    wait_registered(&gw, &n.peer).await;
+    assert!(gw.host.is_connected(&n.peer));
+    let client = NodeClient::new(gw.host.clone());
+    // A piece of several frames, and many at once: QUIC streams carry them as TCP's do.
+    let pieces: Vec<_> = (0..8).map(|i| piece(3 << 20, 40 + i)).collect();
+    let puts = pieces.iter().map(|(id, data)| {
+        let req = Request::PutPiece {
+            id: *id,
+            len: data.len() as u64,
+        };
+        let client = client.clone();
+        async move { client.call(n.peer, &req, data, T).await.unwrap().0 }
+    });
+    for answer in futures::future::join_all(puts).await {
+        assert_eq!(answer, Response::Stored { already: false });
+    }
+    for (id, data) in &pieces {
+        let (resp, bytes) = client
+            .call(
+                n.peer,
+                &Request::GetPiece {
+                    id: *id,
+                    range: None,
+                },
+                &[],
+                T,
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp, Response::Piece { len: 3 << 20 });
+        assert_eq!(&bytes, data);
+    }
     n.cancel.cancel();
 }
 

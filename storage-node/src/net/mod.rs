@@ -2,8 +2,9 @@
 //! a cloneable [`HostHandle`] that sends it commands over a bounded channel and opens or accepts
 //! streams through `libp2p_stream`.
 //!
-//! Transport: TCP with TLS 1.3 ([`tls`]: AES-GCM, hardware-accelerated) preferred over Noise, and
-//! Yamux.
+//! Transports: TCP with TLS 1.3 ([`tls`]: AES-GCM, hardware-accelerated) preferred over Noise, and
+//! Yamux; or QUIC (`/udp/<port>/quic-v1` addresses: TLS 1.3 and streams built in, one UDP port,
+//! friendlier to NAT hole punching). A host listens and dials on whichever its addresses name.
 //! Connections stay up while idle (a node behind NAT must keep the connection it opened), and
 //! `ping` detects dead peers.
 
@@ -34,6 +35,7 @@ pub fn build_swarm(keypair: Keypair) -> anyhow::Result<Swarm<Behaviour>> {
             (tls::Config::new, noise::Config::new),
             yamux::Config::default,
         )?
+        .with_quic()
         .with_behaviour(|_| Behaviour {
             ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(15))),
             stream: libp2p_stream::Behaviour::new(),
