@@ -2,7 +2,9 @@
 //! `libp2p-stream` and our framing) against plain HTTP/1.1 (axum server, keep-alive client),
 //! 1 MiB pieces, at concurrency 1 and 16. Reports throughput and the CPU time both sides spent per GB.
 //!
-//! `cargo bench -p benches --bench transport` (add `-- --quick` for a short run).
+//! `cargo bench -p benches --bench transport` (add `-- --quick` for a short run,
+//! `-- --concurrency 16` for one concurrency, `-- --only tcp` (or `quic`, `http`) for one
+//! transport, e.g. under `perf record`).
 //!
 //! Both ends run in this process, so CPU-s/GB is the sum of sender and receiver. The receiver
 //! only reads the bytes (no hashing, no storing): this measures the transport.
@@ -165,9 +167,22 @@ async fn http_run(concurrency: usize, total: usize) -> Figures {
     .await
 }
 
+/// The value after `--name` on the command line.
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let total = if quick { 256 } else { 2048 };
+    let only = arg("--only");
+    let concurrencies: Vec<usize> = match arg("--concurrency") {
+        Some(c) => vec![c.parse().expect("--concurrency N")],
+        None => vec![1, 16],
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -175,30 +190,43 @@ fn main() {
         .unwrap();
     println!("1 MiB pieces over loopback, {total} per run; CPU is both sides together\n");
     println!("{:<34} {:>10} {:>12}", "transport", "GB/s", "CPU-s/GB");
-    for concurrency in [1, 16] {
-        let http = rt.block_on(http_run(concurrency, total));
-        let p2p = rt.block_on(libp2p_run("/ip4/127.0.0.1/tcp/0", concurrency, total));
-        let quic = rt.block_on(libp2p_run(
-            "/ip4/127.0.0.1/udp/0/quic-v1",
-            concurrency,
-            total,
-        ));
-        for (name, f) in [
-            ("plain HTTP/1.1 (axum)", &http),
-            ("libp2p TCP+TLS+Yamux, streams", &p2p),
-            ("libp2p QUIC, streams", &quic),
+    for concurrency in concurrencies {
+        let mut rows: Vec<(&str, &str, Figures)> = Vec::new();
+        for (key, name) in [
+            ("http", "plain HTTP/1.1 (axum)"),
+            ("tcp", "libp2p TCP+TLS+Yamux, streams"),
+            ("quic", "libp2p QUIC, streams"),
         ] {
+            if only.as_deref().is_some_and(|o| o != key) {
+                continue;
+            }
+            let f = match key {
+                "http" => rt.block_on(http_run(concurrency, total)),
+                "tcp" => rt.block_on(libp2p_run("/ip4/127.0.0.1/tcp/0", concurrency, total)),
+                _ => rt.block_on(libp2p_run(
+                    "/ip4/127.0.0.1/udp/0/quic-v1",
+                    concurrency,
+                    total,
+                )),
+            };
             println!(
                 "{:<34} {:>10.3} {:>12.2}   concurrency {concurrency}",
                 name, f.gb_per_s, f.cpu_s_per_gb
             );
+            rows.push((key, name, f));
         }
-        for (name, f) in [("TCP", &p2p), ("QUIC", &quic)] {
-            println!(
-                "libp2p {name} / HTTP: {:.0} % of the throughput at {:.2}x the CPU per GB",
-                f.gb_per_s / http.gb_per_s * 100.0,
-                f.cpu_s_per_gb / http.cpu_s_per_gb
-            );
+        let http = rows
+            .iter()
+            .find(|(k, _, _)| *k == "http")
+            .map(|(_, _, f)| f);
+        for (key, _, f) in rows.iter().filter(|(k, _, _)| *k != "http") {
+            if let Some(http) = http {
+                println!(
+                    "libp2p {key} / HTTP: {:.0} % of the throughput at {:.2}x the CPU per GB",
+                    f.gb_per_s / http.gb_per_s * 100.0,
+                    f.cpu_s_per_gb / http.cpu_s_per_gb
+                );
+            }
         }
         println!();
     }
