@@ -391,13 +391,8 @@ impl ObjectService {
             return Ok(m.tags.clone());
         };
         match remote.store.tags(key).await {
-            Ok(pairs) => crate::s3::checked_tags(pairs).map_err(|e| {
-                RemoteError::Corrupt(format!(
-                    "its tag set: {}",
-                    e.message().unwrap_or("breaks S3's rules")
-                ))
-                .into()
-            }),
+            Ok(pairs) => super::tags::checked(pairs)
+                .map_err(|e| RemoteError::Corrupt(format!("its tag set: {e}")).into()),
             Err(RemoteError::Unsupported(_)) => Ok(BTreeMap::new()),
             Err(e) => Err(e.into()),
         }

@@ -16,6 +16,7 @@ pub mod hybrid;
 pub mod list;
 pub mod multipart;
 pub mod put;
+pub mod tags;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -13,11 +13,6 @@ const CACHE_CONTROL: &str = "cache-control";
 const CONTENT_LANGUAGE: &str = "content-language";
 const EXPIRES: &str = "expires";
 
-/// S3's limits on a tag set.
-const MAX_TAGS: usize = 10;
-const MAX_TAG_KEY: usize = 128;
-const MAX_TAG_VALUE: usize = 256;
-
 /// The stored headers of a write request's input (PutObject, CreateMultipartUpload and
 /// CopyObject inputs all have the five fields).
 macro_rules! stored_headers {
@@ -133,34 +128,14 @@ fn invalid_tag(message: String) -> S3Error {
     bad("InvalidTag", message)
 }
 
-/// Checks a tag set against S3's rules (at most 10 tags, keys 1–128 and values up to 256
-/// characters, no key twice).
-pub(crate) fn checked(pairs: Vec<(String, String)>) -> S3Result<BTreeMap<String, String>> {
-    if pairs.len() > MAX_TAGS {
-        return Err(bad(
-            "BadRequest",
-            format!("Object tags cannot be greater than {MAX_TAGS}"),
-        ));
-    }
-    let mut out = BTreeMap::new();
-    for (k, v) in pairs {
-        if k.is_empty() || k.chars().count() > MAX_TAG_KEY {
-            return Err(invalid_tag(format!(
-                "The TagKey you have provided is invalid: it must be 1 to {MAX_TAG_KEY} characters"
-            )));
-        }
-        if v.chars().count() > MAX_TAG_VALUE {
-            return Err(invalid_tag(format!(
-                "The TagValue you have provided is invalid: it must be at most {MAX_TAG_VALUE} characters"
-            )));
-        }
-        if out.insert(k, v).is_some() {
-            return Err(invalid_tag(
-                "Cannot provide multiple Tags with the same key".into(),
-            ));
-        }
-    }
-    Ok(out)
+/// A tag set from a client, checked against S3's rules (`crate::objects::tags`), with S3's
+/// error codes.
+fn checked(pairs: Vec<(String, String)>) -> S3Result<BTreeMap<String, String>> {
+    use crate::objects::tags::TagError;
+    crate::objects::tags::checked(pairs).map_err(|e| match e {
+        TagError::TooMany => bad("BadRequest", e.to_string()),
+        TagError::Key | TagError::Value | TagError::Duplicate => invalid_tag(e.to_string()),
+    })
 }
 
 /// The tag set of an `x-amz-tagging` header (`k1=v1&k2=v2`, URL-encoded).

@@ -51,7 +51,6 @@ fn copy_range(spec: &str) -> S3Result<std::ops::Range<u64>> {
 macro_rules! copy_source {
     ($api:expr, $input:expr) => {{
         features::customer_key(&$input.copy_source_sse_customer_algorithm)?;
-        features::customer_key(&$input.sse_customer_algorithm)?;
         let (bucket, key) = source(&$input.copy_source)?;
         let src = $api.objects.head_object(&bucket, &key).await?;
         Conditions {
@@ -142,6 +141,7 @@ pub(super) async fn upload_part_copy(
     let _permit = api.permit()?;
     let input = req.input;
     let number = super::multipart::part_number(input.part_number)?;
+    features::customer_key(&input.sse_customer_algorithm)?;
     let (src_bucket, _, src) = copy_source!(api, input);
     let range = input
         .copy_source_range

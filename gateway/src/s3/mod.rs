@@ -5,7 +5,6 @@
 //! object-service method, and translates the result; [`error`] maps failures to S3 codes.
 
 mod attrs;
-pub(crate) use attrs::checked as checked_tags;
 pub mod auth;
 mod body;
 mod conditions;

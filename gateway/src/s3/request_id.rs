@@ -25,7 +25,8 @@ pub struct RequestIds {
     /// Random at start, so ids do not repeat across restarts.
     base: u64,
     next: AtomicU64,
-    host_id: HeaderValue,
+    host_id: String,
+    host_header: HeaderValue,
 }
 
 impl RequestIds {
@@ -37,7 +38,8 @@ impl RequestIds {
         Ok(RequestIds {
             base: u64::from_le_bytes(seed),
             next: AtomicU64::new(0),
-            host_id: HeaderValue::from_str(host_id)?,
+            host_id: host_id.to_string(),
+            host_header: HeaderValue::from_str(host_id)?,
         })
     }
 
@@ -61,7 +63,7 @@ pub async fn stamp(State(ids): State<Arc<RequestIds>>, request: Request, next: N
             Some(len) if len <= MAX_ERROR_BODY => {
                 match axum::body::to_bytes(body, MAX_ERROR_BODY as usize).await {
                     Ok(bytes) => {
-                        let stamped = with_ids(&bytes, &id, ids.host_id.to_str().unwrap_or(""));
+                        let stamped = with_ids(&bytes, &id, &ids.host_id);
                         parts
                             .headers
                             .insert(header::CONTENT_LENGTH, stamped.len().into());
@@ -81,7 +83,7 @@ pub async fn stamp(State(ids): State<Arc<RequestIds>>, request: Request, next: N
     if let Ok(v) = HeaderValue::from_str(&id) {
         parts.headers.insert("x-amz-request-id", v);
     }
-    parts.headers.insert("x-amz-id-2", ids.host_id.clone());
+    parts.headers.insert("x-amz-id-2", ids.host_header.clone());
     Response::from_parts(parts, body)
 }
 
