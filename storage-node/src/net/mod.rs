@@ -3,7 +3,7 @@
 //! streams through `libp2p_stream`.
 //!
 //! Transports: TCP with TLS 1.3 ([`tls`]: AES-GCM, hardware-accelerated) preferred over Noise, and
-//! Yamux; or QUIC (`/udp/<port>/quic-v1` addresses: TLS 1.3 and streams built in, one UDP port,
+//! Yamux ([`mux`]: large frames, bounded windows); or QUIC (`/udp/<port>/quic-v1` addresses: TLS 1.3 and streams built in, one UDP port,
 //! friendlier to NAT hole punching). A host listens and dials on whichever its addresses name.
 //! Connections stay up while idle (a node behind NAT must keep the connection it opened), and
 //! `ping` detects dead peers.
@@ -11,11 +11,12 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+pub mod mux;
 pub mod tls;
 
 use futures::StreamExt;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{identity::Keypair, noise, ping, tcp, yamux, Multiaddr, PeerId, Swarm};
+use libp2p::{identity::Keypair, noise, ping, tcp, Multiaddr, PeerId, Swarm};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// The behaviours every host runs.
@@ -33,7 +34,7 @@ pub fn build_swarm(keypair: Keypair) -> anyhow::Result<Swarm<Behaviour>> {
         .with_tcp(
             tcp::Config::default().nodelay(true),
             (tls::Config::new, noise::Config::new),
-            yamux::Config::default,
+            mux::Config::new,
         )?
         .with_quic()
         .with_behaviour(|_| Behaviour {

@@ -26,7 +26,15 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
-pub use libp2p::tls::TlsStream;
+use futures::io::{BufReader, BufWriter};
+
+/// A secured connection: rustls over a read buffer (rustls reads at most 4 KiB per call; the
+/// buffer turns those into one socket read per 256 KiB), under a write buffer (Yamux writes each
+/// frame's 12-byte header and its body separately; the buffer makes them one TLS write).
+pub type TlsStream<C> = BufWriter<futures_rustls::TlsStream<BufReader<C>>>;
+
+const READ_BUFFER: usize = 256 * 1024;
+const WRITE_BUFFER: usize = 64 * 1024;
 
 /// ALPN protocol id of the libp2p TLS handshake.
 const ALPN: &[u8] = b"libp2p";
@@ -159,11 +167,11 @@ where
     fn upgrade_inbound(self, socket: C, _: Self::Info) -> Self::Future {
         async move {
             let stream = futures_rustls::TlsAcceptor::from(self.server)
-                .accept(socket)
+                .accept(BufReader::with_capacity(READ_BUFFER, socket))
                 .await
                 .map_err(TlsUpgradeError::Handshake)?;
             let peer = peer_of(stream.get_ref().1)?;
-            Ok((peer, stream.into()))
+            Ok((peer, BufWriter::with_capacity(WRITE_BUFFER, stream.into())))
         }
         .boxed()
     }
@@ -182,12 +190,12 @@ where
             // The spec forbids SNI: an unspecified IP address as the name sends none.
             let name = ServerName::IpAddress(IpAddr::V4(Ipv4Addr::UNSPECIFIED).into());
             let stream = futures_rustls::TlsConnector::from(self.client)
-                .connect(name, socket)
+                .connect(name, BufReader::with_capacity(READ_BUFFER, socket))
                 .await
                 .map_err(TlsUpgradeError::Handshake)?;
             // The swarm checks this id against the one it dialed.
             let peer = peer_of(stream.get_ref().1)?;
-            Ok((peer, stream.into()))
+            Ok((peer, BufWriter::with_capacity(WRITE_BUFFER, stream.into())))
         }
         .boxed()
     }
@@ -330,26 +338,50 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn peers_authenticate_each_other_and_agree_on_aes_gcm() {
+    async fn peers_authenticate_each_other_agree_on_aes_gcm_and_exchange_bytes() {
+        use futures::{AsyncReadExt, AsyncWriteExt};
+        use tokio_util::compat::TokioAsyncReadCompatExt;
         let (a, b) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
         let (ca, cb) = (Config::new(&a).unwrap(), Config::new(&b).unwrap());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        // More than both buffers, in an odd size, then a small write that only a flush sends.
+        let big: Vec<u8> = (0..(READ_BUFFER + WRITE_BUFFER + 12_345))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let expected = big.clone();
         let server = tokio::spawn(async move {
-            use tokio_util::compat::TokioAsyncReadCompatExt;
             let (socket, _) = listener.accept().await.unwrap();
-            cb.upgrade_inbound(socket.compat(), "/tls/1.0.0").await
+            let (peer, mut stream) = cb
+                .upgrade_inbound(socket.compat(), "/tls/1.0.0")
+                .await
+                .unwrap();
+            let mut got = vec![0u8; expected.len()];
+            stream.read_exact(&mut got).await.unwrap();
+            assert!(got == expected, "bytes changed in transit");
+            stream.write_all(b"thanks").await.unwrap();
+            stream.flush().await.unwrap();
+            peer
         });
-        use tokio_util::compat::TokioAsyncReadCompatExt;
         let socket = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (seen_b, stream) = ca
+        let (seen_b, mut stream) = ca
             .upgrade_outbound(socket.compat(), "/tls/1.0.0")
             .await
             .unwrap();
-        let (seen_a, _) = server.await.unwrap().unwrap();
         assert_eq!(seen_b, b.public().to_peer_id());
-        assert_eq!(seen_a, a.public().to_peer_id());
-        let suite = stream.get_ref().1.negotiated_cipher_suite().unwrap();
+        let suite = stream
+            .get_ref()
+            .get_ref()
+            .1
+            .negotiated_cipher_suite()
+            .unwrap();
         assert_eq!(suite.suite(), rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+        stream.write_all(&big[..7]).await.unwrap();
+        stream.write_all(&big[7..]).await.unwrap();
+        stream.flush().await.unwrap();
+        let mut reply = [0u8; 6];
+        stream.read_exact(&mut reply).await.unwrap();
+        assert_eq!(&reply, b"thanks");
+        assert_eq!(server.await.unwrap(), a.public().to_peer_id());
     }
 }
