@@ -176,6 +176,8 @@ fn arg(name: &str) -> Option<String> {
 }
 
 fn main() {
+    // Both sides run with the allocator settings of the daemons (`gateway`, `storage-node`).
+    storage_node::daemon::tune_malloc();
     let quick = std::env::args().any(|a| a == "--quick");
     let total = if quick { 256 } else { 2048 };
     let only = arg("--only");

@@ -220,7 +220,7 @@ fn init_logging() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if matches!(cli.command, Command::Run { .. } | Command::Dev { .. }) {
-        storage_node::daemon::limit_malloc_arenas();
+        storage_node::daemon::tune_malloc();
     }
     init_logging();
     let result = match cli.command {

@@ -18,19 +18,31 @@ use crate::store::{DiskStore, DiskStoreOptions, NodeCounters, PieceStore};
 /// How long in-flight requests may take to finish at shutdown.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
-/// Arenas glibc malloc may use in our daemons.
-pub const MALLOC_ARENAS: &str = "2";
-
-/// Makes glibc malloc use at most [`MALLOC_ARENAS`] arenas, by re-executing this binary once
-/// with `MALLOC_ARENA_MAX` set (glibc reads it only at startup; the process keeps its pid).
-/// Call first thing in `main`, before any thread exists.
+/// The glibc malloc settings of our daemons, as environment variables glibc reads at startup.
 ///
-/// glibc gives every thread that allocates its own arena (up to 8 per core), and the data path
-/// allocates segment-sized buffers on whichever blocking thread encodes or decodes: with the
-/// default, the gateway's peak RSS at four concurrent 64 MiB uploads was 188–197 MiB and each
-/// fresh arena's pages cost faults; with two arenas it was 159 MiB, and single streams stayed
-/// under 77 MiB (docs/performance.md). An operator's own `MALLOC_ARENA_MAX` is respected.
-pub fn limit_malloc_arenas() {
+/// - `MALLOC_ARENA_MAX=2`: glibc gives every thread that allocates its own arena (up to 8 per
+///   core), and the data path allocates segment-sized buffers on whichever blocking thread
+///   encodes or decodes. With the default the gateway's peak RSS at four concurrent 64 MiB
+///   uploads was 188–197 MiB and each fresh arena's pages cost faults; with two arenas it was
+///   159 MiB, and single streams stayed under 77 MiB (docs/performance.md).
+/// - `MALLOC_MMAP_THRESHOLD_=2 MiB`, `MALLOC_TRIM_THRESHOLD_=32 MiB`: pieces (1 MiB) and Yamux
+///   frames (128 KiB) are allocated and freed thousands of times a second. Under glibc's sliding
+///   defaults (blocks above the largest one freed so far are mapped afresh, the heap is trimmed
+///   at twice that) each came from the kernel and went back: page faults, zeroing and unmapping
+///   were about a fifth of the transport's CPU. Now they are reused from the heap; segment
+///   buffers (6 MiB) are still mapped per use. The gateway's peak RSS stayed inside its budget
+///   (docs/performance.md).
+pub const MALLOC_SETTINGS: [(&str, &str); 3] = [
+    ("MALLOC_ARENA_MAX", "2"),
+    ("MALLOC_MMAP_THRESHOLD_", "2097152"),
+    ("MALLOC_TRIM_THRESHOLD_", "33554432"),
+];
+
+/// Applies [`MALLOC_SETTINGS`] by re-executing this binary once with them in its environment
+/// (glibc reads them only at startup; the process keeps its pid). Call first thing in `main`,
+/// before any thread exists. A setting the operator made is kept; if `MALLOC_ARENA_MAX` is
+/// already set (by the operator, or by the re-execution), nothing happens.
+pub fn tune_malloc() {
     use std::os::unix::process::CommandExt;
     if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
         return;
@@ -38,12 +50,16 @@ pub fn limit_malloc_arenas() {
     let Ok(exe) = std::env::current_exe() else {
         return;
     };
-    let err = std::process::Command::new(exe)
-        .args(std::env::args_os().skip(1))
-        .env("MALLOC_ARENA_MAX", MALLOC_ARENAS)
-        .exec();
+    let mut command = std::process::Command::new(exe);
+    command.args(std::env::args_os().skip(1));
+    for (name, value) in MALLOC_SETTINGS {
+        if std::env::var_os(name).is_none() {
+            command.env(name, value);
+        }
+    }
+    let err = command.exec();
     // Only reached if the exec failed: run on with glibc's defaults.
-    tracing::warn!(error = %err, "could not re-execute with MALLOC_ARENA_MAX set; using malloc defaults");
+    tracing::warn!(error = %err, "could not re-execute with the malloc settings; using glibc's defaults");
 }
 
 /// Runs the node until `shutdown` fires.

@@ -127,7 +127,7 @@ impl Overrides {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if matches!(cli.command, Command::Run { .. }) {
-        storage_node::daemon::limit_malloc_arenas();
+        storage_node::daemon::tune_malloc();
     }
     let result = match cli.command {
         Command::Init {

@@ -5,9 +5,10 @@
 //! (one TLS write and one socket write each, 64 per 1 MiB piece) and a receive window of up to
 //! 1 GiB per connection. This upgrade drives the `yamux` crate itself with
 //!
-//! - [`FRAME`]-sized data frames: a piece crosses in a few frames, so the connection task, TLS
-//!   and the socket see a few large writes instead of many small ones (the transport bench: less
-//!   CPU per GB at both concurrencies);
+//! - [`FRAME`]-sized data frames: a 1 MiB piece crosses in 8 frames, so the connection task, TLS
+//!   and the socket see a few large writes instead of 64 small ones. Larger frames measured no
+//!   better (256 KiB) and would hold other streams' frames back longer on a slow uplink (128 KiB
+//!   is 100 ms at 10 Mbit/s); a stream queues at most 11 frames;
 //! - at most [`MAX_STREAMS`] streams per connection, the most a node serves at once;
 //! - a receive window of at most [`MAX_RECEIVE_WINDOW`] per connection: what one peer can make
 //!   this host buffer.
@@ -25,7 +26,7 @@ use libp2p::core::muxing::{StreamMuxer, StreamMuxerEvent};
 use libp2p::core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade, UpgradeInfo};
 
 /// Payload of one data frame.
-pub const FRAME: usize = 256 * 1024;
+pub const FRAME: usize = 128 * 1024;
 /// Streams per connection (the node serves at most [`crate::node::MAX_STREAMS`] in all).
 pub const MAX_STREAMS: usize = crate::node::MAX_STREAMS;
 /// Receive window of one connection, all its streams together. Every stream is guaranteed
