@@ -176,3 +176,62 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::future::poll_fn;
+    use futures::{AsyncReadExt, AsyncWriteExt};
+    use tokio_util::compat::TokioAsyncReadCompatExt;
+
+    /// A peer with stock Yamux settings (what libp2p-yamux runs) takes our large frames, and our
+    /// muxer carries several streams at once both ways.
+    #[tokio::test]
+    async fn streams_cross_to_a_stock_yamux_peer_and_back() {
+        let (ours, theirs) = tokio::io::duplex(256 * 1024);
+        tokio::spawn(async move {
+            let mut stock = yamux::Connection::new(
+                theirs.compat(),
+                yamux::Config::default(),
+                yamux::Mode::Server,
+            );
+            while let Some(Ok(mut stream)) = poll_fn(|cx| stock.poll_next_inbound(cx)).await {
+                tokio::spawn(async move {
+                    let mut data = Vec::new();
+                    stream.read_to_end(&mut data).await.unwrap();
+                    data.reverse();
+                    stream.write_all(&data).await.unwrap();
+                    stream.close().await.unwrap();
+                });
+            }
+        });
+        let mut muxer = Config::new().connection(ours.compat(), yamux::Mode::Client);
+        let mut streams = Vec::new();
+        for _ in 0..4 {
+            let stream = poll_fn(|cx| Pin::new(&mut muxer).poll_outbound(cx)).await;
+            streams.push(stream.unwrap());
+        }
+        tokio::spawn(async move { poll_fn(|cx| Pin::new(&mut muxer).poll(cx)).await });
+        let exchanges = streams
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut stream)| async move {
+                // Several frames and an odd tail.
+                let sent: Vec<u8> = (0..3 * FRAME + 1000 * i + 7)
+                    .map(|b| (b % 251) as u8)
+                    .collect();
+                stream.write_all(&sent).await.unwrap();
+                stream.close().await.unwrap();
+                let mut back = Vec::new();
+                stream.read_to_end(&mut back).await.unwrap();
+                back.reverse();
+                assert!(back == sent, "stream {i} came back changed");
+            });
+        tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            futures::future::join_all(exchanges),
+        )
+        .await
+        .expect("the exchanges finish");
+    }
+}
