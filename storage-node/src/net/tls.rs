@@ -29,12 +29,16 @@ use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Signatu
 use futures::io::{BufReader, BufWriter};
 
 /// A secured connection: rustls over a read buffer (rustls reads at most 4 KiB per call; the
-/// buffer turns those into one socket read per 256 KiB), under a write buffer (Yamux writes each
-/// frame's 12-byte header and its body separately; the buffer makes them one TLS write).
+/// buffer turns those into one socket read per 64 KiB), under a small write buffer (Yamux writes
+/// each frame's 12-byte header and its body separately: the buffer joins small frames, window
+/// updates and pings into one TLS write; large bodies pass straight through).
+///
+/// Both buffers live as long as the connection, so they are kept small: a gateway holds one
+/// connection per node. 256 KiB and 64 KiB measured no faster (docs/performance.md).
 pub type TlsStream<C> = BufWriter<futures_rustls::TlsStream<BufReader<C>>>;
 
-const READ_BUFFER: usize = 256 * 1024;
-const WRITE_BUFFER: usize = 64 * 1024;
+const READ_BUFFER: usize = 64 * 1024;
+const WRITE_BUFFER: usize = 8 * 1024;
 
 /// ALPN protocol id of the libp2p TLS handshake.
 const ALPN: &[u8] = b"libp2p";
