@@ -193,7 +193,7 @@ fn main() {
     println!("1 MiB pieces over loopback, {total} per run; CPU is both sides together\n");
     println!("{:<34} {:>10} {:>12}", "transport", "GB/s", "CPU-s/GB");
     for concurrency in concurrencies {
-        let mut rows: Vec<(&str, &str, Figures)> = Vec::new();
+        let mut rows: Vec<(&str, Figures)> = Vec::new();
         for (key, name) in [
             ("http", "plain HTTP/1.1 (axum)"),
             ("tcp", "libp2p TCP+TLS+Yamux, streams"),
@@ -215,13 +215,10 @@ fn main() {
                 "{:<34} {:>10.3} {:>12.2}   concurrency {concurrency}",
                 name, f.gb_per_s, f.cpu_s_per_gb
             );
-            rows.push((key, name, f));
+            rows.push((key, f));
         }
-        let http = rows
-            .iter()
-            .find(|(k, _, _)| *k == "http")
-            .map(|(_, _, f)| f);
-        for (key, _, f) in rows.iter().filter(|(k, _, _)| *k != "http") {
+        let http = rows.iter().find(|(k, _)| *k == "http").map(|(_, f)| f);
+        for (key, f) in rows.iter().filter(|(k, _)| *k != "http") {
             if let Some(http) = http {
                 println!(
                     "libp2p {key} / HTTP: {:.0} % of the throughput at {:.2}x the CPU per GB",

@@ -3,8 +3,8 @@
 //! streams through `libp2p_stream`.
 //!
 //! Transports: TCP with TLS 1.3 ([`tls`]: AES-GCM, hardware-accelerated) preferred over Noise, and
-//! Yamux ([`mux`]: large frames, bounded windows); or QUIC (`/udp/<port>/quic-v1` addresses: TLS 1.3 and streams built in, one UDP port,
-//! friendlier to NAT hole punching). A host listens and dials on whichever its addresses name.
+//! Yamux ([`mux`]: large frames, bounded windows); or QUIC (`/udp/<port>/quic-v1` addresses:
+//! TLS 1.3 and streams built in, one UDP port, friendlier to NAT hole punching). A host listens and dials on whichever its addresses name.
 //! Connections stay up while idle (a node behind NAT must keep the connection it opened), and
 //! `ping` detects dead peers.
 

@@ -18,7 +18,7 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::task::{ready, Context, Poll, Waker};
 
 use futures::future::{ready, Ready};
 use futures::{AsyncRead, AsyncWrite};
@@ -116,6 +116,18 @@ pub struct Muxer<C> {
     inbound_waker: Option<Waker>,
 }
 
+impl<C: AsyncRead + AsyncWrite + Unpin> Muxer<C> {
+    /// Drives the connection until a new inbound stream arrives; a closed connection is an error.
+    fn next_inbound(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<yamux::Stream, yamux::ConnectionError>> {
+        self.connection
+            .poll_next_inbound(cx)
+            .map(|next| next.unwrap_or(Err(yamux::ConnectionError::Closed)))
+    }
+}
+
 impl<C> StreamMuxer for Muxer<C>
 where
     C: AsyncRead + AsyncWrite + Unpin + 'static,
@@ -131,14 +143,11 @@ where
         if let Some(stream) = this.inbound.pop_front() {
             return Poll::Ready(Ok(stream));
         }
-        match this.connection.poll_next_inbound(cx) {
-            Poll::Ready(Some(next)) => Poll::Ready(next),
-            Poll::Ready(None) => Poll::Ready(Err(yamux::ConnectionError::Closed)),
-            Poll::Pending => {
-                this.inbound_waker = Some(cx.waker().clone());
-                Poll::Pending
-            }
+        let next = this.next_inbound(cx);
+        if next.is_pending() {
+            this.inbound_waker = Some(cx.waker().clone());
         }
+        next
     }
 
     fn poll_outbound(
@@ -158,20 +167,14 @@ where
     ) -> Poll<Result<StreamMuxerEvent, Self::Error>> {
         let this = self.get_mut();
         loop {
-            match this.connection.poll_next_inbound(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(None) => return Poll::Ready(Err(yamux::ConnectionError::Closed)),
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
-                Poll::Ready(Some(Ok(stream))) => {
-                    if this.inbound.len() >= MAX_PENDING_INBOUND {
-                        tracing::warn!(%stream, "too many inbound streams waiting; resetting one");
-                        continue;
-                    }
-                    this.inbound.push_back(stream);
-                    if let Some(waker) = this.inbound_waker.take() {
-                        waker.wake();
-                    }
-                }
+            let stream = ready!(this.next_inbound(cx))?;
+            if this.inbound.len() >= MAX_PENDING_INBOUND {
+                tracing::warn!(%stream, "too many inbound streams waiting; resetting one");
+                continue;
+            }
+            this.inbound.push_back(stream);
+            if let Some(waker) = this.inbound_waker.take() {
+                waker.wake();
             }
         }
     }
