@@ -6,8 +6,10 @@
 //! `-- --concurrency 16` for one concurrency, `-- --only tcp` (or `quic`, `http`) for one
 //! transport, e.g. under `perf record`).
 //!
-//! Both ends run in this process, so CPU-s/GB is the sum of sender and receiver. The receiver
-//! only reads the bytes (no hashing, no storing): this measures the transport.
+//! Both ends run in this process, each on its own two-thread runtime as the gateway and node
+//! processes do (one shared runtime lets Tokio run both ends' tasks on one worker, which no
+//! deployment does). CPU-s/GB is the sum of sender and receiver. The receiver only reads the
+//! bytes (no hashing, no storing): this measures the transport.
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
@@ -18,10 +20,11 @@ use axum::routing::put;
 use chunker::PieceId;
 use futures::StreamExt;
 use libp2p::identity::Keypair;
-use libp2p::StreamProtocol;
+use libp2p::{Multiaddr, StreamProtocol};
 use storage_node::net;
 use storage_node::protocol::{read_header, read_payload, write_frame, Request, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::runtime::Handle;
 
 const PIECE: usize = 1 << 20;
 
@@ -64,33 +67,18 @@ where
 }
 
 /// libp2p on the transport `listen` names: one pooled stream per worker, our
-/// request/response framing.
-async fn libp2p_run(listen: &str, concurrency: usize, total: usize) -> Figures {
-    let server = net::spawn(Keypair::generate_ed25519()).unwrap();
-    server.listen(listen.parse().unwrap()).await.unwrap();
-    let addr = server.listen_addrs(Duration::from_secs(5)).await.remove(0);
+/// request/response framing. The receiving host runs on `server`.
+async fn libp2p_run(server: &Handle, listen: &str, concurrency: usize, total: usize) -> Figures {
     let protocol = StreamProtocol::new("/bench/put/1");
-    let mut incoming = server.control().accept(protocol.clone()).unwrap();
-    tokio::spawn(async move {
-        while let Some((_, mut stream)) = incoming.next().await {
-            tokio::spawn(async move {
-                while let Ok(req) = read_header::<_, Request>(&mut stream).await {
-                    if read_payload(&mut stream, req.payload_len()).await.is_err() {
-                        return;
-                    }
-                    let reply = Response::Stored { already: false };
-                    if write_frame(&mut stream, &reply, &[]).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
+    let (host, addr) = server
+        .spawn(receiver(listen.parse().unwrap(), protocol.clone()))
+        .await
+        .unwrap();
     let client = net::spawn(Keypair::generate_ed25519()).unwrap();
     client.dial(addr).await.unwrap();
     assert!(
         client
-            .wait_connected(&server.peer_id(), Duration::from_secs(5))
+            .wait_connected(&host.peer_id(), Duration::from_secs(5))
             .await
     );
     let data = Arc::new(vec![7u8; PIECE]);
@@ -103,7 +91,7 @@ async fn libp2p_run(listen: &str, concurrency: usize, total: usize) -> Figures {
     for _ in 0..concurrency {
         let s = client
             .control()
-            .open_stream(server.peer_id(), protocol.clone())
+            .open_stream(host.peer_id(), protocol.clone())
             .await
             .unwrap();
         streams.push(Arc::new(tokio::sync::Mutex::new(s)));
@@ -123,17 +111,46 @@ async fn libp2p_run(listen: &str, concurrency: usize, total: usize) -> Figures {
     .await
 }
 
-/// Plain HTTP/1.1: an axum server that reads each body; a minimal keep-alive client per worker.
-async fn http_run(concurrency: usize, total: usize) -> Figures {
+/// The receiving libp2p host: listens on `listen` and reads every piece sent on `protocol`.
+async fn receiver(listen: Multiaddr, protocol: StreamProtocol) -> (net::HostHandle, Multiaddr) {
+    let host = net::spawn(Keypair::generate_ed25519()).unwrap();
+    host.listen(listen).await.unwrap();
+    let addr = host.listen_addrs(Duration::from_secs(5)).await.remove(0);
+    let mut incoming = host.control().accept(protocol).unwrap();
+    tokio::spawn(async move {
+        while let Some((_, mut stream)) = incoming.next().await {
+            tokio::spawn(async move {
+                while let Ok(req) = read_header::<_, Request>(&mut stream).await {
+                    if read_payload(&mut stream, req.payload_len()).await.is_err() {
+                        return;
+                    }
+                    let reply = Response::Stored { already: false };
+                    if write_frame(&mut stream, &reply, &[]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (host, addr)
+}
+
+/// Plain HTTP/1.1: an axum server (on `server`) that reads each body; a minimal keep-alive
+/// client per worker.
+async fn http_run(server: &Handle, concurrency: usize, total: usize) -> Figures {
     let app = axum::Router::new()
         .route(
             "/piece",
             put(|body: axum::body::Bytes| async move { body.len().to_string() }),
         )
         .layer(axum::extract::DefaultBodyLimit::max(PIECE * 2));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (bound_tx, bound) = tokio::sync::oneshot::channel();
+    server.spawn(async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        bound_tx.send(listener.local_addr().unwrap()).unwrap();
+        axum::serve(listener, app).await.unwrap()
+    });
+    let addr = bound.await.unwrap();
     let data = Arc::new(vec![7u8; PIECE]);
     let mut conns = Vec::new();
     for _ in 0..concurrency {
@@ -185,11 +202,16 @@ fn main() {
         Some(c) => vec![c.parse().expect("--concurrency N")],
         None => vec![1, 16],
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    // The sending end runs on `rt`, the receiving end on `receiving`.
+    let (rt, receiving) = (runtime(), runtime());
+    let server = receiving.handle();
     println!("1 MiB pieces over loopback, {total} per run; CPU is both sides together\n");
     println!("{:<34} {:>10} {:>12}", "transport", "GB/s", "CPU-s/GB");
     for concurrency in concurrencies {
@@ -203,9 +225,15 @@ fn main() {
                 continue;
             }
             let f = match key {
-                "http" => rt.block_on(http_run(concurrency, total)),
-                "tcp" => rt.block_on(libp2p_run("/ip4/127.0.0.1/tcp/0", concurrency, total)),
+                "http" => rt.block_on(http_run(server, concurrency, total)),
+                "tcp" => rt.block_on(libp2p_run(
+                    server,
+                    "/ip4/127.0.0.1/tcp/0",
+                    concurrency,
+                    total,
+                )),
                 _ => rt.block_on(libp2p_run(
+                    server,
                     "/ip4/127.0.0.1/udp/0/quic-v1",
                     concurrency,
                     total,
