@@ -1,10 +1,11 @@
 //! Piece transfer over loopback: our libp2p stack (TCP + TLS + Yamux, and QUIC, each with
 //! `libp2p-stream` and our framing) against plain HTTP/1.1 (axum server, keep-alive client),
 //! 1 MiB pieces, at concurrency 1 and 16. Reports throughput and the CPU time both sides spent per GB.
+//! A reference row runs our TLS upgrade alone over a connection per worker, as HTTP does.
 //!
 //! `cargo bench -p benches --bench transport` (add `-- --quick` for a short run,
-//! `-- --concurrency 16` for one concurrency, `-- --only tcp` (or `quic`, `http`) for one
-//! transport, e.g. under `perf record`).
+//! `-- --concurrency 16` for one concurrency, `-- --only tcp` (or `tls`, `quic`, `http`) for
+//! one transport, e.g. under `perf record`).
 //!
 //! Both ends run in this process, each on its own two-thread runtime as the gateway and node
 //! processes do (one shared runtime lets Tokio run both ends' tasks on one worker, which no
@@ -81,11 +82,6 @@ async fn libp2p_run(server: &Handle, listen: &str, concurrency: usize, total: us
             .wait_connected(&host.peer_id(), Duration::from_secs(5))
             .await
     );
-    let data = Arc::new(vec![7u8; PIECE]);
-    let request = Request::PutPiece {
-        id: PieceId::of(&data),
-        len: PIECE as u64,
-    };
     // One long-lived stream per worker, opened up front.
     let mut streams = Vec::new();
     for _ in 0..concurrency {
@@ -94,21 +90,50 @@ async fn libp2p_run(server: &Handle, listen: &str, concurrency: usize, total: us
             .open_stream(host.peer_id(), protocol.clone())
             .await
             .unwrap();
-        streams.push(Arc::new(tokio::sync::Mutex::new(s)));
+        streams.push(s);
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    send_pieces(streams, total).await
+}
+
+/// Sends `total` pieces over `conns`, one worker per connection, each piece answered before
+/// the next.
+async fn send_pieces<S>(conns: Vec<S>, total: usize) -> Figures
+where
+    S: futures::AsyncRead + futures::AsyncWrite + Unpin + Send + 'static,
+{
+    let data = Arc::new(vec![7u8; PIECE]);
+    let request = Request::PutPiece {
+        id: PieceId::of(&data),
+        len: PIECE as u64,
+    };
+    let concurrency = conns.len();
+    let conns: Arc<Vec<_>> = Arc::new(conns.into_iter().map(tokio::sync::Mutex::new).collect());
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     measure(concurrency, total, move || {
-        let (streams, next, data, request) =
-            (streams.clone(), next.clone(), data.clone(), request.clone());
+        let (conns, next, data, request) =
+            (conns.clone(), next.clone(), data.clone(), request.clone());
         async move {
-            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % streams.len();
-            let mut s = streams[i].lock().await;
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % conns.len();
+            let mut s = conns[i].lock().await;
             write_frame(&mut *s, &request, &data).await.unwrap();
             let _: Response = read_header(&mut *s).await.unwrap();
         }
     })
     .await
+}
+
+/// Reads pieces from `stream` and answers each, until the sender goes away.
+async fn receive_pieces<S: futures::AsyncRead + futures::AsyncWrite + Unpin>(mut stream: S) {
+    while let Ok(req) = read_header::<_, Request>(&mut stream).await {
+        if read_payload(&mut stream, req.payload_len()).await.is_err() {
+            return;
+        }
+        let reply = Response::Stored { already: false };
+        if write_frame(&mut stream, &reply, &[]).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// The receiving libp2p host: listens on `listen` and reads every piece sent on `protocol`.
@@ -118,21 +143,48 @@ async fn receiver(listen: Multiaddr, protocol: StreamProtocol) -> (net::HostHand
     let addr = host.listen_addrs(Duration::from_secs(5)).await.remove(0);
     let mut incoming = host.control().accept(protocol).unwrap();
     tokio::spawn(async move {
-        while let Some((_, mut stream)) = incoming.next().await {
-            tokio::spawn(async move {
-                while let Ok(req) = read_header::<_, Request>(&mut stream).await {
-                    if read_payload(&mut stream, req.payload_len()).await.is_err() {
-                        return;
-                    }
-                    let reply = Response::Stored { already: false };
-                    if write_frame(&mut stream, &reply, &[]).await.is_err() {
-                        return;
-                    }
-                }
-            });
+        while let Some((_, stream)) = incoming.next().await {
+            tokio::spawn(receive_pieces(stream));
         }
     });
     (host, addr)
+}
+
+/// Our TLS upgrade alone (`net::tls`, no muxer), one TCP connection per worker like HTTP's, our
+/// framing: what encryption costs without multiplexing.
+async fn tls_run(server: &Handle, concurrency: usize, total: usize) -> Figures {
+    use libp2p::core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade};
+    use tokio_util::compat::TokioAsyncReadCompatExt;
+    let (bound_tx, bound) = tokio::sync::oneshot::channel();
+    server.spawn(async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        bound_tx.send(listener.local_addr().unwrap()).unwrap();
+        loop {
+            let (socket, _) = listener.accept().await.unwrap();
+            socket.set_nodelay(true).unwrap();
+            tokio::spawn(async move {
+                let config = net::tls::Config::new(&Keypair::generate_ed25519()).unwrap();
+                let (_, stream) = config
+                    .upgrade_inbound(socket.compat(), "/tls/1.0.0")
+                    .await
+                    .unwrap();
+                receive_pieces(stream).await;
+            });
+        }
+    });
+    let addr = bound.await.unwrap();
+    let mut conns = Vec::new();
+    for _ in 0..concurrency {
+        let c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        c.set_nodelay(true).unwrap();
+        let config = net::tls::Config::new(&Keypair::generate_ed25519()).unwrap();
+        let (_, s) = config
+            .upgrade_outbound(c.compat(), "/tls/1.0.0")
+            .await
+            .unwrap();
+        conns.push(s);
+    }
+    send_pieces(conns, total).await
 }
 
 /// Plain HTTP/1.1: an axum server (on `server`) that reads each body; a minimal keep-alive
@@ -219,6 +271,7 @@ fn main() {
         for (key, name) in [
             ("http", "plain HTTP/1.1 (axum)"),
             ("tcp", "libp2p TCP+TLS+Yamux, streams"),
+            ("tls", "TLS alone, connection per worker"),
             ("quic", "libp2p QUIC, streams"),
         ] {
             if only.as_deref().is_some_and(|o| o != key) {
@@ -226,6 +279,7 @@ fn main() {
             }
             let f = match key {
                 "http" => rt.block_on(http_run(server, concurrency, total)),
+                "tls" => rt.block_on(tls_run(server, concurrency, total)),
                 "tcp" => rt.block_on(libp2p_run(
                     server,
                     "/ip4/127.0.0.1/tcp/0",
@@ -249,7 +303,7 @@ fn main() {
         for (key, f) in rows.iter().filter(|(k, _)| *k != "http") {
             if let Some(http) = http {
                 println!(
-                    "libp2p {key} / HTTP: {:.0} % of the throughput at {:.2}x the CPU per GB",
+                    "{key} / HTTP: {:.0} % of the throughput at {:.2}x the CPU per GB",
                     f.gb_per_s / http.gb_per_s * 100.0,
                     f.cpu_s_per_gb / http.cpu_s_per_gb
                 );
