@@ -150,15 +150,24 @@ async fn receiver(listen: Multiaddr, protocol: StreamProtocol) -> (net::HostHand
     (host, addr)
 }
 
+/// A loopback TCP listener registered with `server`'s runtime, so the tasks serving it run
+/// there.
+async fn listen_tcp(server: &Handle) -> tokio::net::TcpListener {
+    server
+        .spawn(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
 /// Our TLS upgrade alone (`net::tls`, no muxer), one TCP connection per worker like HTTP's, our
 /// framing: what encryption costs without multiplexing.
 async fn tls_run(server: &Handle, concurrency: usize, total: usize) -> Figures {
     use libp2p::core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade};
     use tokio_util::compat::TokioAsyncReadCompatExt;
-    let (bound_tx, bound) = tokio::sync::oneshot::channel();
+    let listener = listen_tcp(server).await;
+    let addr = listener.local_addr().unwrap();
     server.spawn(async move {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        bound_tx.send(listener.local_addr().unwrap()).unwrap();
         loop {
             let (socket, _) = listener.accept().await.unwrap();
             socket.set_nodelay(true).unwrap();
@@ -172,7 +181,6 @@ async fn tls_run(server: &Handle, concurrency: usize, total: usize) -> Figures {
             });
         }
     });
-    let addr = bound.await.unwrap();
     let mut conns = Vec::new();
     for _ in 0..concurrency {
         let c = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -196,13 +204,9 @@ async fn http_run(server: &Handle, concurrency: usize, total: usize) -> Figures 
             put(|body: axum::body::Bytes| async move { body.len().to_string() }),
         )
         .layer(axum::extract::DefaultBodyLimit::max(PIECE * 2));
-    let (bound_tx, bound) = tokio::sync::oneshot::channel();
-    server.spawn(async move {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        bound_tx.send(listener.local_addr().unwrap()).unwrap();
-        axum::serve(listener, app).await.unwrap()
-    });
-    let addr = bound.await.unwrap();
+    let listener = listen_tcp(server).await;
+    let addr = listener.local_addr().unwrap();
+    server.spawn(async move { axum::serve(listener, app).await.unwrap() });
     let data = Arc::new(vec![7u8; PIECE]);
     let mut conns = Vec::new();
     for _ in 0..concurrency {
