@@ -9,8 +9,11 @@
 //! with the cipher suites ordered AES-128-GCM, AES-256-GCM, ChaCha20-Poly1305. It interoperates
 //! with stock libp2p peers (they negotiate whatever both support).
 
+use std::io::{self, IoSlice};
 use std::net::{IpAddr, Ipv4Addr};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 
 use futures::future::BoxFuture;
 use futures::{AsyncRead, AsyncWrite, FutureExt};
@@ -26,19 +29,22 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
-use futures::io::{BufReader, BufWriter};
+use futures::io::BufReader;
 
 /// A secured connection: rustls over a read buffer (rustls reads at most 4 KiB per call; the
-/// buffer turns those into one socket read per 64 KiB), under a small write buffer (Yamux writes
-/// each frame's 12-byte header and its body separately: the buffer joins small frames, window
-/// updates and pings into one TLS write; large bodies pass straight through).
+/// buffer turns those into one socket read per 64 KiB), under [`JoinWrites`] (Yamux writes each
+/// frame's 12-byte header and its body separately; joined, they leave as one TLS write).
 ///
-/// Both buffers live as long as the connection, so they are kept small: a gateway holds one
-/// connection per node. 256 KiB and 64 KiB measured no faster (docs/performance.md).
-pub type TlsStream<C> = BufWriter<futures_rustls::TlsStream<BufReader<C>>>;
+/// The read buffer lives as long as the connection, so it is kept small: a gateway holds one
+/// connection per node. 256 KiB measured no faster (docs/performance.md).
+pub type TlsStream<C> = JoinWrites<futures_rustls::TlsStream<BufReader<C>>>;
 
 const READ_BUFFER: usize = 64 * 1024;
-const WRITE_BUFFER: usize = 8 * 1024;
+/// Writes up to this size wait in [`JoinWrites`] for the next one.
+const SMALL_WRITE: usize = 8 * 1024;
+/// Plaintext rustls seals ahead of the socket. A whole Yamux frame fits, so each frame leaves in
+/// one `writev` (rustls' default, 64 KiB, split every frame in two).
+const SEND_BUFFER: usize = 2 * super::mux::FRAME;
 
 /// ALPN protocol id of the libp2p TLS handshake.
 const ALPN: &[u8] = b"libp2p";
@@ -170,12 +176,13 @@ where
 
     fn upgrade_inbound(self, socket: C, _: Self::Info) -> Self::Future {
         async move {
-            let stream = futures_rustls::TlsAcceptor::from(self.server)
+            let mut stream = futures_rustls::TlsAcceptor::from(self.server)
                 .accept(BufReader::with_capacity(READ_BUFFER, socket))
                 .await
                 .map_err(TlsUpgradeError::Handshake)?;
             let peer = peer_of(stream.get_ref().1)?;
-            Ok((peer, BufWriter::with_capacity(WRITE_BUFFER, stream.into())))
+            stream.get_mut().1.set_buffer_limit(Some(SEND_BUFFER));
+            Ok((peer, JoinWrites::new(stream.into())))
         }
         .boxed()
     }
@@ -193,15 +200,106 @@ where
         async move {
             // The spec forbids SNI: an unspecified IP address as the name sends none.
             let name = ServerName::IpAddress(IpAddr::V4(Ipv4Addr::UNSPECIFIED).into());
-            let stream = futures_rustls::TlsConnector::from(self.client)
+            let mut stream = futures_rustls::TlsConnector::from(self.client)
                 .connect(name, BufReader::with_capacity(READ_BUFFER, socket))
                 .await
                 .map_err(TlsUpgradeError::Handshake)?;
             // The swarm checks this id against the one it dialed.
             let peer = peer_of(stream.get_ref().1)?;
-            Ok((peer, BufWriter::with_capacity(WRITE_BUFFER, stream.into())))
+            stream.get_mut().1.set_buffer_limit(Some(SEND_BUFFER));
+            Ok((peer, JoinWrites::new(stream.into())))
         }
         .boxed()
+    }
+}
+
+/// Holds writes of up to [`SMALL_WRITE`] bytes and sends them together with the next write, as
+/// one vectored write (rustls joins the slices into one record), or on flush.
+///
+/// Yamux writes a frame's 12-byte header and then its body; through a plain buffer the header
+/// went out alone, its own TLS record and its own `writev`. Window updates and pings are small
+/// writes too and join whatever follows.
+#[derive(Debug)]
+pub struct JoinWrites<W> {
+    inner: W,
+    held: Vec<u8>,
+}
+
+impl<W> JoinWrites<W> {
+    fn new(inner: W) -> Self {
+        JoinWrites {
+            inner,
+            held: Vec::with_capacity(SMALL_WRITE),
+        }
+    }
+
+    /// The stream underneath.
+    pub fn get_ref(&self) -> &W {
+        &self.inner
+    }
+}
+
+impl<W: AsyncWrite + Unpin> JoinWrites<W> {
+    /// Writes out what is held.
+    fn poll_send_held(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.held.is_empty() {
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.held))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.held.drain(..n);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for JoinWrites<W> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.held.len() + buf.len() <= SMALL_WRITE {
+            this.held.extend_from_slice(buf);
+            return Poll::Ready(Ok(buf.len()));
+        }
+        while !this.held.is_empty() {
+            let both = [IoSlice::new(&this.held), IoSlice::new(buf)];
+            let n = ready!(Pin::new(&mut this.inner).poll_write_vectored(cx, &both))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            if n > this.held.len() {
+                let taken = n - this.held.len();
+                this.held.clear();
+                return Poll::Ready(Ok(taken));
+            }
+            this.held.drain(..n);
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_send_held(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_send_held(cx))?;
+        Pin::new(&mut this.inner).poll_close(cx)
+    }
+}
+
+impl<W: AsyncRead + Unpin> AsyncRead for JoinWrites<W> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
     }
 }
 
@@ -350,7 +448,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         // More than both buffers, in an odd size, then a small write that only a flush sends.
-        let big: Vec<u8> = (0..(READ_BUFFER + WRITE_BUFFER + 12_345))
+        let big: Vec<u8> = (0..(READ_BUFFER + SEND_BUFFER + 12_345))
             .map(|i| (i % 251) as u8)
             .collect();
         let expected = big.clone();
@@ -387,5 +485,101 @@ mod tests {
         stream.read_exact(&mut reply).await.unwrap();
         assert_eq!(&reply, b"thanks");
         assert_eq!(server.await.unwrap(), a.public().to_peer_id());
+    }
+
+    /// Takes at most `max` bytes per call (across slices when vectored) and is not ready every
+    /// other call, like a socket with a full send buffer.
+    struct Trickle {
+        out: Vec<u8>,
+        max: usize,
+        ready: bool,
+    }
+
+    impl Trickle {
+        fn poll_take(
+            &mut self,
+            cx: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            self.ready = !self.ready;
+            if !self.ready {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let mut taken = 0;
+            for buf in bufs {
+                let n = buf.len().min(self.max - taken);
+                self.out.extend_from_slice(&buf[..n]);
+                taken += n;
+            }
+            Poll::Ready(Ok(taken))
+        }
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.get_mut().poll_take(cx, &[IoSlice::new(buf)])
+        }
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            self.get_mut().poll_take(cx, bufs)
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn joined_writes_arrive_whole_and_in_order_through_partial_writes() {
+        use futures::AsyncWriteExt;
+        // Yamux-like: 12-byte headers, window updates, bodies up to a frame, in mixed sizes.
+        let sizes = [
+            12,
+            131_072,
+            12,
+            12,
+            5,
+            70_000,
+            12,
+            SMALL_WRITE,
+            1,
+            SMALL_WRITE + 1,
+            12,
+            3,
+        ];
+        let mut expected = Vec::new();
+        for (i, &n) in sizes.iter().enumerate() {
+            expected.extend((0..n).map(|j| (i * 31 + j) as u8));
+        }
+        for max in [1, 7, 12, 4096, SMALL_WRITE + 5, 1 << 20] {
+            let mut w = JoinWrites::new(Trickle {
+                out: Vec::new(),
+                max,
+                ready: false,
+            });
+            futures::executor::block_on(async {
+                let mut at = 0;
+                for &n in &sizes {
+                    w.write_all(&expected[at..at + n]).await.unwrap();
+                    at += n;
+                }
+                w.flush().await.unwrap();
+            });
+            assert!(
+                w.inner.out == expected,
+                "bytes changed with {max} bytes per write"
+            );
+            assert!(w.held.is_empty());
+        }
     }
 }
