@@ -5,12 +5,15 @@
 //!
 //! `cargo bench -p benches --bench transport` (add `-- --quick` for a short run,
 //! `-- --concurrency 16` for one concurrency, `-- --only tcp` (or `tls`, `quic`, `http`) for
-//! one transport, e.g. under `perf record`).
+//! one transport, e.g. under `perf record`; `-- --connections 4` to spread the libp2p rows'
+//! streams over that many connections to the one receiver instead of one; `-- --workers 1` for
+//! one worker thread per end instead of two).
 //!
-//! Both ends run in this process, each on its own two-thread runtime as the gateway and node
-//! processes do (one shared runtime lets Tokio run both ends' tasks on one worker, which no
-//! deployment does). CPU-s/GB is the sum of sender and receiver. The receiver only reads the
-//! bytes (no hashing, no storing): this measures the transport.
+//! Both ends run in this process, each on its own runtime (two worker threads unless told
+//! otherwise) as the gateway and node processes do (one shared runtime lets Tokio run both
+//! ends' tasks on one worker, which no deployment does). CPU-s/GB is the sum of sender and
+//! receiver. The receiver only reads the bytes (no hashing, no storing): this measures the
+//! transport.
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
@@ -67,16 +70,26 @@ where
     }
 }
 
-/// libp2p on the transport `listen` names: one pooled stream per worker, our
-/// request/response framing. The receiving host runs on `server`.
-async fn libp2p_run(server: &Handle, listen: &str, concurrency: usize, total: usize) -> Figures {
+/// libp2p on the transport `listen` names: one pooled stream per worker over `connections`
+/// connections, our request/response framing. The receiving host runs on `server`.
+async fn libp2p_run(
+    server: &Handle,
+    listen: &str,
+    connections: usize,
+    concurrency: usize,
+    total: usize,
+) -> Figures {
     let protocol = StreamProtocol::new("/bench/put/1");
     let (host, addr) = server
         .spawn(receiver(listen.parse().unwrap(), protocol.clone()))
         .await
         .unwrap();
     let client = net::spawn(Keypair::generate_ed25519()).unwrap();
-    client.dial(addr).await.unwrap();
+    // libp2p-stream opens each stream on one of the peer's connections, at random.
+    for _ in 0..connections {
+        client.dial(addr.clone()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(
         client
             .wait_connected(&host.peer_id(), Duration::from_secs(5))
@@ -164,7 +177,9 @@ async fn listen_tcp(server: &Handle) -> tokio::net::TcpListener {
 /// framing: what encryption costs without multiplexing.
 async fn tls_run(server: &Handle, concurrency: usize, total: usize) -> Figures {
     use libp2p::core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade};
-    use tokio_util::compat::TokioAsyncReadCompatExt;
+    // libp2p-tcp's stream, as the tcp row has: it passes vectored writes through (tokio-util's
+    // compat adapter would write only the first slice, a syscall per TLS record).
+    use libp2p::tcp::tokio::TcpStream;
     let listener = listen_tcp(server).await;
     let addr = listener.local_addr().unwrap();
     server.spawn(async move {
@@ -174,7 +189,7 @@ async fn tls_run(server: &Handle, concurrency: usize, total: usize) -> Figures {
             tokio::spawn(async move {
                 let config = net::tls::Config::new(&Keypair::generate_ed25519()).unwrap();
                 let (_, stream) = config
-                    .upgrade_inbound(socket.compat(), "/tls/1.0.0")
+                    .upgrade_inbound(TcpStream(socket), "/tls/1.0.0")
                     .await
                     .unwrap();
                 receive_pieces(stream).await;
@@ -187,7 +202,7 @@ async fn tls_run(server: &Handle, concurrency: usize, total: usize) -> Figures {
         c.set_nodelay(true).unwrap();
         let config = net::tls::Config::new(&Keypair::generate_ed25519()).unwrap();
         let (_, s) = config
-            .upgrade_outbound(c.compat(), "/tls/1.0.0")
+            .upgrade_outbound(TcpStream(c), "/tls/1.0.0")
             .await
             .unwrap();
         conns.push(s);
@@ -258,9 +273,13 @@ fn main() {
         Some(c) => vec![c.parse().expect("--concurrency N")],
         None => vec![1, 16],
     };
+    let connections: usize =
+        arg("--connections").map_or(1, |c| c.parse().expect("--connections N"));
+    // Worker threads of each end's runtime: 2, as each daemon would have on this 2-core machine.
+    let workers: usize = arg("--workers").map_or(2, |w| w.parse().expect("--workers N"));
     let runtime = || {
         tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(workers)
             .enable_all()
             .build()
             .unwrap()
@@ -287,12 +306,14 @@ fn main() {
                 "tcp" => rt.block_on(libp2p_run(
                     server,
                     "/ip4/127.0.0.1/tcp/0",
+                    connections,
                     concurrency,
                     total,
                 )),
                 _ => rt.block_on(libp2p_run(
                     server,
                     "/ip4/127.0.0.1/udp/0/quic-v1",
+                    connections,
                     concurrency,
                     total,
                 )),
