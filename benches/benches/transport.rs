@@ -85,7 +85,9 @@ async fn libp2p_run(
         .await
         .unwrap();
     let client = net::spawn(Keypair::generate_ed25519()).unwrap();
-    // libp2p-stream opens each stream on one of the peer's connections, at random.
+    // libp2p-stream opens each stream on one of the peer's connections, at random. The host
+    // reports connected peers, not connections, so each dial gets a pause to finish its
+    // handshake (setup, outside the timed part).
     for _ in 0..connections {
         client.dial(addr.clone()).await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;

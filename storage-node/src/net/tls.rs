@@ -42,8 +42,9 @@ pub type TlsStream<C> = JoinWrites<futures_rustls::TlsStream<BufReader<C>>>;
 const READ_BUFFER: usize = 64 * 1024;
 /// Writes up to this size wait in [`JoinWrites`] for the next one.
 const SMALL_WRITE: usize = 8 * 1024;
-/// Plaintext rustls seals ahead of the socket. A whole Yamux frame fits, so each frame leaves in
-/// one `writev` (rustls' default, 64 KiB, split every frame in two).
+/// Plaintext rustls seals ahead of the socket: two Yamux frames, so each frame leaves in one
+/// `writev` (rustls' default, 64 KiB, split every frame in two). Held only while the socket is
+/// backed up.
 const SEND_BUFFER: usize = 2 * super::mux::FRAME;
 
 /// ALPN protocol id of the libp2p TLS handshake.
