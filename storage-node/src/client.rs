@@ -22,7 +22,7 @@ use crate::protocol::{
 /// Idle streams kept per node.
 pub const MAX_IDLE_STREAMS: usize = 16;
 /// Tries per call (see [`NodeClient::call`]).
-pub const ATTEMPTS: u32 = 3;
+pub const ATTEMPTS: u32 = 4;
 
 /// Why a call to a node failed.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +43,17 @@ pub enum ClientError {
         kind: ErrorKind,
         message: String,
     },
+}
+
+/// The pause before the try after `attempt` (counted from 0): 10–30 ms, chosen at random so
+/// that calls that failed together do not try again together, doubled with each try.
+fn retry_pause(attempt: u32) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    // Each `RandomState` is freshly keyed: enough randomness for jitter, without a `rand` crate.
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    Duration::from_millis((10 + random % 21) << attempt.min(4))
 }
 
 /// Sends requests to nodes over pooled streams.
@@ -108,7 +119,9 @@ impl NodeClient {
     /// A stream that dies before the answer (a stale pooled stream, or a new one the node
     /// dropped while busy accepting others) is replaced by a fresh one, up to
     /// [`ATTEMPTS`] tries in all; every request of the protocol is idempotent, so a retry is safe.
-    /// When a pooled stream dies, the node's other idle streams are dropped with it.
+    /// When a pooled stream dies, the node's other idle streams are dropped with it and the next
+    /// try follows at once; after a fresh stream dies, or one could not be opened, the next try
+    /// waits a short random pause.
     pub async fn call(
         &self,
         peer: PeerId,
@@ -117,7 +130,11 @@ impl NodeClient {
         timeout: Duration,
     ) -> Result<(Response, Vec<u8>), ClientError> {
         let mut last = None;
+        let mut pause = None;
         for attempt in 0..ATTEMPTS {
+            if let Some(pause) = pause.take() {
+                tokio::time::sleep(pause).await;
+            }
             let (stream, pooled) = match self.take_idle(&peer) {
                 Some(s) => (s, true),
                 // Opening dials a peer that is not connected, which can take as long as the
@@ -133,7 +150,7 @@ impl NodeClient {
                     Ok(s) => (s, false),
                     Err(e) => {
                         last = Some(e);
-                        tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
+                        pause = Some(retry_pause(attempt));
                         continue;
                     }
                 },
@@ -149,8 +166,17 @@ impl NodeClient {
                     // restarted, or the link dropped), and so did every other idle stream to
                     // that node: drop them all, so the next try opens a fresh stream instead of
                     // spending the remaining tries on dead ones.
+                    //
+                    // A fresh stream that died was most likely dropped by the node's accept
+                    // loop: `libp2p_stream` hands a protocol's inbound streams over a single
+                    // slot and drops each one that finds it taken, so a burst of opens (a cold
+                    // pool, or one just emptied) loses some. Opening again at once, together
+                    // with the rest of the burst, loses again; a pause of random length spreads
+                    // the retries, and by then other calls have put their streams back to reuse.
                     if pooled {
                         self.forget_idle(&peer);
+                    } else {
+                        pause = Some(retry_pause(attempt));
                     }
                     last = Some(e);
                 }

@@ -462,6 +462,35 @@ async fn a_restarted_node_is_reached_on_fresh_streams_not_the_dead_pooled_ones()
     again.cancel.cancel();
 }
 
+/// A burst of new streams outruns the node's accept loop (libp2p-stream hands a protocol's
+/// inbound streams over one slot and drops those that find it taken): every call still lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_calls_on_fresh_streams_all_land() {
+    let gw = gateway().await;
+    let n = node(&gw, 1 << 20).await;
+    wait_registered(&gw, &n.peer).await;
+    for round in 0..4u64 {
+        // A fresh client each round: no pooled streams, so every call opens one.
+        let client = NodeClient::new(gw.host.clone());
+        let pings = (0..64u64).map(|i| {
+            let client = client.clone();
+            let nonce = round << 32 | i;
+            async move { client.call(n.peer, &Request::Ping { nonce }, &[], T).await }
+        });
+        let failed: Vec<String> = futures::future::join_all(pings)
+            .await
+            .into_iter()
+            .filter_map(|r| r.err().map(|e| e.to_string()))
+            .collect();
+        assert!(
+            failed.is_empty(),
+            "round {round}: {} failed: {failed:?}",
+            failed.len()
+        );
+    }
+    n.cancel.cancel();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_signs_what_it_did_and_keeps_the_countersigned_statement() {
     let gw = gateway().await;
