@@ -7,7 +7,8 @@
 //! `-- --concurrency 16` for one concurrency, `-- --only tcp` (or `tls`, `quic`, `http`) for
 //! one transport, e.g. under `perf record`; `-- --connections 4` to spread the libp2p rows'
 //! streams over that many connections to the one receiver instead of one; `-- --workers 1` for
-//! one worker thread per end instead of two).
+//! one worker thread per end instead of two; `-- --node-workers N` for N on the receiving end
+//! only).
 //!
 //! Both ends run in this process, each on its own runtime (two worker threads unless told
 //! otherwise) as the gateway and node processes do (one shared runtime lets Tokio run both
@@ -279,7 +280,9 @@ fn main() {
         arg("--connections").map_or(1, |c| c.parse().expect("--connections N"));
     // Worker threads of each end's runtime: 2, as each daemon would have on this 2-core machine.
     let workers: usize = arg("--workers").map_or(2, |w| w.parse().expect("--workers N"));
-    let runtime = || {
+    let node_workers: usize =
+        arg("--node-workers").map_or(workers, |w| w.parse().expect("--node-workers N"));
+    let runtime = |workers| {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers)
             .enable_all()
@@ -287,7 +290,7 @@ fn main() {
             .unwrap()
     };
     // The sending end runs on `rt`, the receiving end on `receiving`.
-    let (rt, receiving) = (runtime(), runtime());
+    let (rt, receiving) = (runtime(workers), runtime(node_workers));
     let server = receiving.handle();
     println!("1 MiB pieces over loopback, {total} per run; CPU is both sides together\n");
     println!("{:<34} {:>10} {:>12}", "transport", "GB/s", "CPU-s/GB");
