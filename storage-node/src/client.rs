@@ -121,7 +121,7 @@ impl NodeClient {
     /// [`ATTEMPTS`] tries in all; every request of the protocol is idempotent, so a retry is safe.
     /// When a pooled stream dies, the node's other idle streams are dropped with it and the next
     /// try follows at once; after a fresh stream dies, or one could not be opened, the next try
-    /// waits a short random pause.
+    /// waits a short random pause. Opening a stream that takes the whole `timeout` ends the call.
     pub async fn call(
         &self,
         peer: PeerId,
@@ -138,20 +138,20 @@ impl NodeClient {
             let (stream, pooled) = match self.take_idle(&peer) {
                 Some(s) => (s, true),
                 // Opening dials a peer that is not connected, which can take as long as the
-                // network lets it: bounded like the exchange.
-                None => match tokio::time::timeout(timeout, self.open(peer))
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(ClientError::Open {
-                            peer,
-                            reason: format!("no stream within {timeout:?}"),
-                        })
-                    }) {
-                    Ok(s) => (s, false),
-                    Err(e) => {
+                // network lets it: bounded like the exchange. A node that let a whole timeout
+                // pass (hung, or its link is) is not tried again; a quick failure is.
+                None => match tokio::time::timeout(timeout, self.open(peer)).await {
+                    Ok(Ok(s)) => (s, false),
+                    Ok(Err(e)) => {
                         last = Some(e);
                         pause = Some(retry_pause(attempt));
                         continue;
+                    }
+                    Err(_) => {
+                        return Err(ClientError::Open {
+                            peer,
+                            reason: format!("no stream within {timeout:?}"),
+                        })
                     }
                 },
             };

@@ -292,3 +292,57 @@ fn scrub_rehashes_every_piece_of_a_stopped_node_and_names_the_rotten_one() {
     assert_eq!(report["scrub_corrupt_found"], 1, "{report}");
     assert!(report["last_scrub_finished_ms"].as_u64().is_some());
 }
+
+/// A node process killed when the test ends, passed or failed (SIGKILL ends a stopped one too).
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Sends `signal` (e.g. "STOP") to `child`.
+fn signal(child: &Child, signal: &str) {
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args([&format!("-{signal}"), &pid])
+        .status()
+        .unwrap()
+        .success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_to_a_hung_node_ends_after_one_timeout_and_the_node_answers_once_resumed() {
+    let (host, addr, seen) = gateway().await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = init(dir.path(), &addr);
+    let child = Reaped(run(dir.path(), free_addr()));
+    wait_for(&host, &seen, node, 0).await;
+    let ping = Request::Ping { nonce: 7 };
+
+    // SIGSTOP: the connection stays up, the node reads nothing. A client with no pooled stream
+    // has to open one, which cannot finish; one with a pooled stream sends and hears nothing.
+    let pooled = NodeClient::new(host.clone());
+    pooled.call(node, &ping, &[], T).await.unwrap();
+    signal(&child.0, "STOP");
+    let timeout = Duration::from_secs(1);
+    for client in [NodeClient::new(host.clone()), pooled.clone()] {
+        let started = std::time::Instant::now();
+        let err = client.call(node, &ping, &[], timeout).await.unwrap_err();
+        let waited = started.elapsed();
+        // One timeout, not one per try: a node that let a whole timeout pass is not tried again.
+        assert!(
+            waited < 2 * timeout,
+            "waited {waited:?} for the hung node: {err}"
+        );
+    }
+
+    signal(&child.0, "CONT");
+    let (resp, _) = NodeClient::new(host.clone())
+        .call(node, &ping, &[], T)
+        .await
+        .unwrap();
+    assert_eq!(resp, Response::Pong { nonce: 7 });
+}
