@@ -132,8 +132,8 @@ impl NodeClient {
         let mut last = None;
         let mut pause = None;
         for attempt in 0..ATTEMPTS {
-            if let Some(pause) = pause.take() {
-                tokio::time::sleep(pause).await;
+            if let Some(wait) = pause.take() {
+                tokio::time::sleep(wait).await;
             }
             let (stream, pooled) = match self.take_idle(&peer) {
                 Some(s) => (s, true),

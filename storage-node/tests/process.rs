@@ -91,6 +91,26 @@ fn http_get(addr: SocketAddr, path: &str) -> String {
     response.split_once("\r\n\r\n").unwrap().1.to_string()
 }
 
+/// A node process killed when the test ends, passed or failed (SIGKILL ends a stopped one too).
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Sends `signal` (e.g. "STOP") to `child`.
+fn signal(child: &Child, signal: &str) {
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args([&format!("-{signal}"), &pid])
+        .status()
+        .unwrap()
+        .success());
+}
+
 /// A gateway host that counts registrations per node.
 async fn gateway() -> (HostHandle, String, Arc<Mutex<Vec<PeerId>>>) {
     let host = net::spawn(Keypair::generate_ed25519()).unwrap();
@@ -215,12 +235,7 @@ async fn acknowledged_pieces_survive_kill_9_and_sigterm_stops_cleanly() {
     );
 
     // SIGTERM: a clean exit, and the status command reads what the node left.
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    signal(&child, "TERM");
     let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
         .await
         .unwrap();
@@ -291,26 +306,6 @@ fn scrub_rehashes_every_piece_of_a_stopped_node_and_names_the_rotten_one() {
     let report = status_json(dir.path());
     assert_eq!(report["scrub_corrupt_found"], 1, "{report}");
     assert!(report["last_scrub_finished_ms"].as_u64().is_some());
-}
-
-/// A node process killed when the test ends, passed or failed (SIGKILL ends a stopped one too).
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Sends `signal` (e.g. "STOP") to `child`.
-fn signal(child: &Child, signal: &str) {
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args([&format!("-{signal}"), &pid])
-        .status()
-        .unwrap()
-        .success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
