@@ -1,10 +1,11 @@
 //! Piece transfer over loopback: our libp2p stack (TCP + TLS + Yamux, and QUIC, each with
 //! `libp2p-stream` and our framing) against plain HTTP/1.1 (axum server, keep-alive client),
 //! 1 MiB pieces, at concurrency 1 and 16. Reports throughput and the CPU time both sides spent per GB.
-//! A reference row runs our TLS upgrade alone over a connection per worker, as HTTP does.
+//! A reference row runs our TLS upgrade alone over a connection per worker, as HTTP does; the
+//! `lane` row is what the gateway runs: `NodeClient::call` over the data lanes a node dialed.
 //!
 //! `cargo bench -p benches --bench transport` (add `-- --quick` for a short run,
-//! `-- --concurrency 16` for one concurrency, `-- --only tcp` (or `tls`, `quic`, `http`) for
+//! `-- --concurrency 16` for one concurrency, `-- --only tcp` (or `lane`, `tls`, `quic`, `http`) for
 //! one transport, e.g. under `perf record`; `-- --connections 4` to spread the libp2p rows'
 //! streams over that many connections to the one receiver instead of one; `-- --workers 1` for
 //! one worker thread per end instead of two; `-- --node-workers N` for N on the receiving end
@@ -26,7 +27,8 @@ use chunker::PieceId;
 use futures::StreamExt;
 use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, StreamProtocol};
-use storage_node::net;
+use storage_node::client::NodeClient;
+use storage_node::net::{self, lane};
 use storage_node::protocol::{read_header, read_payload, write_frame, Request, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::runtime::Handle;
@@ -213,6 +215,48 @@ async fn tls_run(server: &Handle, concurrency: usize, total: usize) -> Figures {
     send_pieces(conns, total).await
 }
 
+/// Data lanes as a gateway and a node run them: the receiving end dials one lane per worker
+/// (`net::lane`) to a `NodeClient` on the sending end, which sends every piece with
+/// `NodeClient::call`, taking an idle lane from its pool and putting it back.
+async fn lane_run(server: &Handle, concurrency: usize, total: usize) -> Figures {
+    let gateway = Keypair::generate_ed25519();
+    let gateway_peer = gateway.public().to_peer_id();
+    let client = NodeClient::new(net::spawn(gateway.clone()).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let at = listener.local_addr().unwrap().to_string();
+    let tls = net::tls::Config::new(&gateway).unwrap();
+    let serving = client.clone();
+    tokio::spawn(async move { serving.serve_lanes(listener, tls, Arc::new(|_| true)).await });
+    let node = Keypair::generate_ed25519();
+    let node_peer = node.public().to_peer_id();
+    let node_tls = net::tls::Config::new(&node).unwrap();
+    for _ in 0..concurrency {
+        let (tls, at) = (node_tls.clone(), at.clone());
+        server.spawn(async move {
+            let lane = lane::dial(&tls, &at, gateway_peer).await.unwrap();
+            receive_pieces(lane).await;
+        });
+    }
+    while client.idle_lanes(&node_peer) < concurrency {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let data = Arc::new(vec![7u8; PIECE]);
+    let request = Request::PutPiece {
+        id: PieceId::of(&data),
+        len: PIECE as u64,
+    };
+    measure(concurrency, total, move || {
+        let (client, data, request) = (client.clone(), data.clone(), request.clone());
+        async move {
+            client
+                .call(node_peer, &request, &data, Duration::from_secs(30))
+                .await
+                .unwrap();
+        }
+    })
+    .await
+}
+
 /// Plain HTTP/1.1: an axum server (on `server`) that reads each body; a minimal keep-alive
 /// client per worker.
 async fn http_run(server: &Handle, concurrency: usize, total: usize) -> Figures {
@@ -299,6 +343,7 @@ fn main() {
         for (key, name) in [
             ("http", "plain HTTP/1.1 (axum)"),
             ("tcp", "libp2p TCP+TLS+Yamux, streams"),
+            ("lane", "data lanes (TLS), NodeClient"),
             ("tls", "TLS alone, connection per worker"),
             ("quic", "libp2p QUIC, streams"),
         ] {
@@ -308,6 +353,7 @@ fn main() {
             let f = match key {
                 "http" => rt.block_on(http_run(server, concurrency, total)),
                 "tls" => rt.block_on(tls_run(server, concurrency, total)),
+                "lane" => rt.block_on(lane_run(server, concurrency, total)),
                 "tcp" => rt.block_on(libp2p_run(
                     server,
                     "/ip4/127.0.0.1/tcp/0",

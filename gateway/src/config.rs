@@ -37,6 +37,12 @@ pub struct RawConfig {
     pub admin_listen: String,
     /// libp2p addresses nodes dial to register.
     pub p2p_listen: Vec<String>,
+    /// Where nodes dial their data lanes (TCP; the port is told to nodes when they register).
+    /// Empty: no lanes, pieces travel on libp2p streams.
+    pub lane_listen: String,
+    /// Data lanes each node keeps to this gateway (1 ..= 16): the exchanges it can run at
+    /// once without the muxer.
+    pub lanes_per_node: u8,
     /// The region reported to S3 clients (and checked in their signatures' scope).
     pub region: String,
     /// Data pieces per segment.
@@ -116,6 +122,8 @@ impl Default for RawConfig {
             s3_listen: "127.0.0.1:9000".into(),
             admin_listen: "127.0.0.1:9001".into(),
             p2p_listen: vec!["/ip4/0.0.0.0/tcp/9010".into()],
+            lane_listen: "0.0.0.0:9011".into(),
+            lanes_per_node: 16,
             region: "us-east-1".into(),
             data_pieces: 4,
             parity_pieces: 2,
@@ -161,6 +169,8 @@ pub struct Config {
     pub s3_listen: SocketAddr,
     pub admin_listen: SocketAddr,
     pub p2p_listen: Vec<Multiaddr>,
+    pub lane_listen: Option<SocketAddr>,
+    pub lanes_per_node: u8,
     pub region: String,
     pub params: Params,
     pub inline_threshold: u64,
@@ -247,6 +257,12 @@ impl RawConfig {
         if self.max_requests == 0 {
             bail!("max_requests: at least 1");
         }
+        if !(1..=storage_node::protocol::MAX_LANES).contains(&self.lanes_per_node) {
+            bail!(
+                "lanes_per_node: 1 ..= {}",
+                storage_node::protocol::MAX_LANES
+            );
+        }
         if !(1..=chunker::proof::MAX_CHALLENGE_CHUNKS).contains(&self.audit_chunks) {
             bail!(
                 "audit_chunks: 1 ..= {}",
@@ -288,6 +304,11 @@ impl RawConfig {
                         .with_context(|| format!("p2p_listen: {a:?} is not a multiaddr"))
                 })
                 .collect::<anyhow::Result<_>>()?,
+            lane_listen: match self.lane_listen.as_str() {
+                "" => None,
+                a => Some(addr("lane_listen", a)?),
+            },
+            lanes_per_node: self.lanes_per_node,
             region: self.region.clone(),
             params,
             inline_threshold,
@@ -442,13 +463,16 @@ mod tests {
     #[test]
     fn bad_fields_are_named() {
         type Breaker = fn(&mut RawConfig);
-        let cases: [(Breaker, &str); 6] = [
+        let cases: [(Breaker, &str); 9] = [
             (|c| c.repair_margin = 3, "repair_margin"),
             (|c| c.reputation_lambda = 1.0, "reputation_lambda"),
             (|c| c.write_quorum = 4, "write_quorum"),
             (|c| c.parity_pieces = 0, "parity_pieces"),
             (|c| c.s3_listen = "nowhere".into(), "s3_listen"),
             (|c| c.heartbeat = "0s".into(), "heartbeat"),
+            (|c| c.lane_listen = "9011".into(), "lane_listen"),
+            (|c| c.lanes_per_node = 0, "lanes_per_node"),
+            (|c| c.lanes_per_node = 17, "lanes_per_node"),
         ];
         for (break_it, field) in cases {
             let mut raw = RawConfig::default();

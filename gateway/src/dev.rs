@@ -91,6 +91,7 @@ pub async fn run(opts: DevOptions, cancel: CancellationToken) -> anyhow::Result<
         )
     };
     raw.p2p_listen = vec![p2p_listen];
+    raw.lane_listen = format!("127.0.0.1:{}", port.wrapping_add(11));
     let config = raw.validate()?;
     if config.params.total() > opts.nodes {
         bail!(

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use chunker::manifest::{NodeId, PieceLocation};
 use libp2p::PeerId;
 use storage_node::net::HostHandle;
-use storage_node::protocol::{Registration, RegistrationReply};
+use storage_node::protocol::{LaneOffer, Registration, RegistrationReply};
 
 use crate::meta::{Meta, NodeRecord};
 use crate::placement::Candidate;
@@ -72,6 +72,8 @@ pub struct Nodes {
     allowed: Vec<PeerId>,
     /// The state of a node seen for the first time (vetting, unless vetting is off).
     first_state: NodeState,
+    /// The data lanes registered nodes are asked to keep.
+    lanes: Option<LaneOffer>,
     /// Stand-ins for buckets' remotes that hold parity pieces: always online, never placement
     /// candidates, never audited.
     remote_peers: Arc<RemotePeers>,
@@ -123,13 +125,14 @@ pub fn peer_of(node: &NodeId) -> Option<PeerId> {
 
 impl Nodes {
     /// The registry, loaded with the nodes remembered in `meta` (all offline until they
-    /// register again). New nodes start in `first_state`.
+    /// register again). New nodes start in `first_state`; registered nodes are offered `lanes`.
     pub fn load(
         meta: Arc<Meta>,
         host: HostHandle,
         heartbeat: Duration,
         allowed: Vec<PeerId>,
         first_state: NodeState,
+        lanes: Option<LaneOffer>,
     ) -> anyhow::Result<Self> {
         let mut entries = HashMap::new();
         for (id, record) in meta.nodes()? {
@@ -154,6 +157,7 @@ impl Nodes {
             heartbeat,
             allowed,
             first_state,
+            lanes,
             remote_peers: Arc::new(RemotePeers::default()),
         })
     }
@@ -210,7 +214,17 @@ impl Nodes {
         }
         RegistrationReply::Accepted {
             heartbeat_secs: u32::try_from(self.heartbeat.as_secs().max(1)).unwrap_or(u32::MAX),
+            lanes: self.lanes,
         }
+    }
+
+    /// Whether a data lane `peer` dialed may be kept: it is a node that registered, is online
+    /// and is not disqualified.
+    pub fn takes_lane_from(&self, peer: &PeerId) -> bool {
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        entries
+            .get(peer)
+            .is_some_and(|e| e.state != NodeState::Disqualified && self.entry_online(peer, e))
     }
 
     /// The online rule: connected, and registered within the last three heartbeats.

@@ -11,7 +11,8 @@ use axum::Router;
 use chunker::MasterKey;
 use libp2p::{Multiaddr, PeerId};
 use s3s::service::S3ServiceBuilder;
-use storage_node::client::{serve_registrations, NodeClient};
+use storage_node::client::{serve_registrations, LaneAdmission, NodeClient};
+use storage_node::protocol::LaneOffer;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -104,12 +105,29 @@ impl Gateway {
             .map(|a| a.with(libp2p::multiaddr::Protocol::P2p(peer_id)))
             .collect();
 
+        // Data lanes: nodes dial this port for connections of their own that carry pieces.
+        let lanes = match config.lane_listen {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("listen for data lanes on {addr}"))?,
+            ),
+            None => None,
+        };
+        let lane_offer = match &lanes {
+            Some(listener) => Some(LaneOffer {
+                port: listener.local_addr().context("the lane port")?.port(),
+                count: config.lanes_per_node,
+            }),
+            None => None,
+        };
         let nodes = Arc::new(Nodes::load(
             meta.clone(),
             host.clone(),
             config.heartbeat,
             config.allowed_nodes.clone(),
             crate::reputation::NodeReputation::new(&config.policy, 0).state,
+            lane_offer,
         )?);
         let remotes = Arc::new(
             Remotes::new(meta.clone(), master.clone(), nodes.remote_peers())
@@ -119,6 +137,8 @@ impl Gateway {
         // nodes send and store is metered for the usage ledger.
         let meter = Arc::new(Meter::default());
         let client = NodeClient::new(host.clone());
+        let lane_tls = storage_node::net::tls::Config::new(&keypair)
+            .context("build the TLS configuration of data lanes")?;
         let net: Arc<dyn PieceNet> = Arc::new(RoutedPieces::new(
             Arc::new(Libp2pPieces::new(
                 client.clone(),
@@ -162,7 +182,7 @@ impl Gateway {
             meta.clone(),
             nodes.clone(),
             Arc::new(Libp2pLedgerNet {
-                client,
+                client: client.clone(),
                 timeout: config.node_timeout,
             }),
             keypair,
@@ -180,6 +200,16 @@ impl Gateway {
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let host_handle = host.clone();
+        if let Some(listener) = lanes {
+            let (client, nodes, stop) = (client.clone(), nodes.clone(), cancel.clone());
+            let admit: LaneAdmission = Arc::new(move |peer| nodes.takes_lane_from(peer));
+            tasks.spawn(async move {
+                tokio::select! {
+                    () = client.serve_lanes(listener, lane_tls, admit) => {}
+                    () = stop.cancelled() => {}
+                }
+            });
+        }
         {
             let nodes = nodes.clone();
             let handler = Arc::new(move |peer, reg| nodes.register(peer, reg));

@@ -1,19 +1,25 @@
 //! The gateway side of the protocol: send orders to nodes and accept their registrations.
 //!
-//! [`NodeClient`] keeps a small pool of long-lived streams per node and runs one exchange at a
-//! time on each. Streams are reused rather than opened per request: a fresh Yamux stream starts
-//! with a small window, and `libp2p_stream` drops inbound streams that arrive faster than the
-//! node accepts them, so a stream per request would lose requests under concurrency.
+//! [`NodeClient`] keeps a small pool of connections per node and runs one exchange at a time on
+//! each: the data lanes the node dialed ([`crate::net::lane`], taken first: no muxer between the
+//! exchange and the socket), and long-lived libp2p streams. Streams are reused rather than
+//! opened per request: a fresh Yamux stream starts with a small window, and `libp2p_stream`
+//! drops inbound streams that arrive faster than the node accepts them, so a stream per request
+//! would lose requests under concurrency.
 
 use std::collections::HashMap;
+use std::io;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{AsyncRead, AsyncWrite, StreamExt};
 use libp2p::{PeerId, Stream, StreamProtocol};
 use tokio::sync::Semaphore;
 
-use crate::net::HostHandle;
+use crate::net::lane::{self, Lane};
+use crate::net::{tls, HostHandle};
 use crate::protocol::{
     read_header, read_payload, write_frame, ErrorKind, ProtocolError, Registration,
     RegistrationReply, Request, Response, NODE_PROTOCOL, REGISTER_PROTOCOL,
@@ -21,6 +27,10 @@ use crate::protocol::{
 
 /// Idle streams kept per node.
 pub const MAX_IDLE_STREAMS: usize = 16;
+/// Idle lanes kept per node; a node that dials more has the extra ones closed.
+pub const MAX_IDLE_LANES: usize = crate::protocol::MAX_LANES as usize;
+/// Lane handshakes under way at once; more sockets are closed unanswered.
+pub const MAX_LANE_HANDSHAKES: usize = 64;
 /// Tries per call (see [`NodeClient::call`]).
 pub const ATTEMPTS: u32 = 4;
 
@@ -56,11 +66,86 @@ fn retry_pause(attempt: u32) -> Duration {
     Duration::from_millis((10 + random % 21) << attempt.min(4))
 }
 
-/// Sends requests to nodes over pooled streams.
+/// A connection to a node that one exchange runs on.
+enum Conn {
+    Lane(Box<Lane>),
+    Stream(Stream),
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Lane(l) => Pin::new(l.as_mut()).poll_read(cx, buf),
+            Conn::Stream(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Lane(l) => Pin::new(l.as_mut()).poll_write(cx, buf),
+            Conn::Stream(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Lane(l) => Pin::new(l.as_mut()).poll_flush(cx),
+            Conn::Stream(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Lane(l) => Pin::new(l.as_mut()).poll_close(cx),
+            Conn::Stream(s) => Pin::new(s).poll_close(cx),
+        }
+    }
+}
+
+impl Conn {
+    /// Whether the node closed (or reset) this idle connection. Between exchanges a node sends
+    /// nothing, so anything readable (end of stream, an error, or stray bytes) means it is
+    /// unusable. Looks without waiting.
+    fn is_closed(&mut self) -> bool {
+        match self {
+            Conn::Lane(l) => readable_now(l.as_mut()),
+            Conn::Stream(s) => readable_now(s),
+        }
+    }
+}
+
+/// Whether a read would return at once.
+fn readable_now<R: AsyncRead + Unpin>(r: &mut R) -> bool {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut byte = [0u8; 1];
+    Pin::new(r).poll_read(&mut cx, &mut byte).is_ready()
+}
+
+/// A node's idle connections.
+#[derive(Default)]
+struct Idle {
+    lanes: Vec<Lane>,
+    streams: Vec<Stream>,
+}
+
+/// Decides whether a peer that dialed a lane may keep it (the gateway: a registered node).
+pub type LaneAdmission = Arc<dyn Fn(&PeerId) -> bool + Send + Sync>;
+
+/// Sends requests to nodes over pooled lanes and streams.
 #[derive(Clone)]
 pub struct NodeClient {
     host: HostHandle,
-    idle: Arc<Mutex<HashMap<PeerId, Vec<Stream>>>>,
+    idle: Arc<Mutex<HashMap<PeerId, Idle>>>,
 }
 
 impl std::fmt::Debug for NodeClient {
@@ -78,23 +163,102 @@ impl NodeClient {
         }
     }
 
-    fn take_idle(&self, peer: &PeerId) -> Option<Stream> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        idle.get_mut(peer).and_then(Vec::pop)
+    /// An idle connection to `peer` that is still open, a lane if there is one. Connections
+    /// found closed (the node restarted, or closed them) are dropped on the way.
+    fn take_idle(&self, peer: &PeerId) -> Option<Conn> {
+        loop {
+            let mut conn = {
+                let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+                let idle = idle.get_mut(peer)?;
+                idle.lanes
+                    .pop()
+                    .map(|l| Conn::Lane(Box::new(l)))
+                    .or_else(|| idle.streams.pop().map(Conn::Stream))?
+            };
+            if !conn.is_closed() {
+                return Some(conn);
+            }
+        }
     }
 
-    fn put_idle(&self, peer: PeerId, stream: Stream) {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let streams = idle.entry(peer).or_default();
-        if streams.len() < MAX_IDLE_STREAMS {
-            streams.push(stream);
+    /// Pools `conn` for reuse. When `peer` already has as many idle ones of its kind as kept,
+    /// the oldest goes: a node that dials new lanes has usually lost the old ones.
+    fn put_idle(&self, peer: PeerId, conn: Conn) {
+        fn push<T>(pool: &mut Vec<T>, max: usize, item: T) {
+            if pool.len() >= max {
+                pool.remove(0);
+            }
+            pool.push(item);
         }
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let idle = idle.entry(peer).or_default();
+        match conn {
+            Conn::Lane(l) => push(&mut idle.lanes, MAX_IDLE_LANES, *l),
+            Conn::Stream(s) => push(&mut idle.streams, MAX_IDLE_STREAMS, s),
+        }
+    }
+
+    /// Pools a lane `peer` just dialed. A node dials lanes when it (re)connects, so the
+    /// pool's lanes it has closed go first.
+    fn add_lane(&self, peer: PeerId, lane: Lane) {
+        {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(idle) = idle.get_mut(&peer) {
+                idle.lanes.retain_mut(|l| !readable_now(l));
+            }
+        }
+        self.put_idle(peer, Conn::Lane(Box::new(lane)));
     }
 
     /// Idle streams pooled for `peer`.
     pub fn idle_streams(&self, peer: &PeerId) -> usize {
         let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        idle.get(peer).map_or(0, Vec::len)
+        idle.get(peer).map_or(0, |i| i.streams.len())
+    }
+
+    /// Idle lanes pooled for `peer`.
+    pub fn idle_lanes(&self, peer: &PeerId) -> usize {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.get(peer).map_or(0, |i| i.lanes.len())
+    }
+
+    /// Accepts the data lanes nodes dial to `listener`, proving this host's identity with
+    /// `tls`, and pools each whose node `admit` approves; runs until dropped. At most
+    /// [`MAX_LANE_HANDSHAKES`] handshakes run at once, each bounded by
+    /// [`lane::HANDSHAKE_TIMEOUT`].
+    pub async fn serve_lanes(
+        &self,
+        listener: tokio::net::TcpListener,
+        tls: tls::Config,
+        admit: LaneAdmission,
+    ) {
+        let handshakes = Arc::new(Semaphore::new(MAX_LANE_HANDSHAKES));
+        loop {
+            let (socket, from) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, say: give the system a moment.
+                    tracing::warn!(error = %e, "could not accept a lane");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+                tracing::debug!(%from, "too many lane handshakes; closing one");
+                continue;
+            };
+            let (client, tls, admit) = (self.clone(), tls.clone(), admit.clone());
+            tokio::spawn(async move {
+                match lane::accept(&tls, socket).await {
+                    Ok((peer, lane)) if admit(&peer) => client.add_lane(peer, lane),
+                    Ok((peer, _)) => {
+                        tracing::warn!(%peer, %from, "refused a lane from a peer that is not a registered node");
+                    }
+                    Err(e) => tracing::debug!(%from, error = %e, "lane handshake failed"),
+                }
+                drop(permit);
+            });
+        }
     }
 
     fn forget_idle(&self, peer: &PeerId) {
@@ -102,11 +266,12 @@ impl NodeClient {
         idle.remove(peer);
     }
 
-    async fn open(&self, peer: PeerId) -> Result<Stream, ClientError> {
+    async fn open(&self, peer: PeerId) -> Result<Conn, ClientError> {
         self.host
             .control()
             .open_stream(peer, StreamProtocol::new(NODE_PROTOCOL))
             .await
+            .map(Conn::Stream)
             .map_err(|e| ClientError::Open {
                 peer,
                 reason: e.to_string(),
@@ -116,11 +281,12 @@ impl NodeClient {
     /// Sends `request` (with `payload`, exactly `request.payload_len()` bytes) and returns the
     /// node's response and its payload. A node's `Error` response is [`ClientError::Node`].
     ///
-    /// A stream that dies before the answer (a stale pooled stream, or a new one the node
-    /// dropped while busy accepting others) is replaced by a fresh one, up to
-    /// [`ATTEMPTS`] tries in all; every request of the protocol is idempotent, so a retry is safe.
-    /// When a pooled stream dies, the node's other idle streams are dropped with it and the next
-    /// try follows at once; after a fresh stream dies, or one could not be opened, the next try
+    /// The exchange runs on an idle lane, else an idle stream, else a new stream. A connection
+    /// that dies before the answer (a stale pooled one, or a new stream the node dropped while
+    /// busy accepting others) is replaced by a fresh stream, up to [`ATTEMPTS`] tries in all;
+    /// every request of the protocol is idempotent, so a retry is safe. When a pooled
+    /// connection dies, the node's other idle ones are dropped with it and the next try follows
+    /// at once; after a fresh stream dies, or one could not be opened, the next try
     /// waits a short random pause. Opening a stream that takes the whole `timeout` ends the call.
     pub async fn call(
         &self,
@@ -135,7 +301,7 @@ impl NodeClient {
             if let Some(wait) = pause.take() {
                 tokio::time::sleep(wait).await;
             }
-            let (stream, pooled) = match self.take_idle(&peer) {
+            let (conn, pooled) = match self.take_idle(&peer) {
                 Some(s) => (s, true),
                 // Opening dials a peer that is not connected, which can take as long as the
                 // network lets it: bounded like the exchange. A node that let a whole timeout
@@ -155,17 +321,17 @@ impl NodeClient {
                     }
                 },
             };
-            match self.exchange(peer, stream, request, payload, timeout).await {
+            match self.exchange(peer, conn, request, payload, timeout).await {
                 Err(
                     e @ ClientError::Protocol {
                         source: ProtocolError::Io(_),
                         ..
                     },
                 ) => {
-                    // A pooled stream that died usually died with its connection (the node
-                    // restarted, or the link dropped), and so did every other idle stream to
-                    // that node: drop them all, so the next try opens a fresh stream instead of
-                    // spending the remaining tries on dead ones.
+                    // A pooled connection that died usually died with the node (it restarted,
+                    // or the link dropped), and so did every other idle one to that node: drop
+                    // them all, so the next try opens a fresh stream instead of spending the
+                    // remaining tries on dead ones (the node dials new lanes).
                     //
                     // A fresh stream that died was most likely dropped by the node's accept
                     // loop: `libp2p_stream` hands a protocol's inbound streams over a single
@@ -192,7 +358,7 @@ impl NodeClient {
     async fn exchange(
         &self,
         peer: PeerId,
-        mut stream: Stream,
+        mut stream: Conn,
         request: &Request,
         payload: &[u8],
         timeout: Duration,
@@ -220,11 +386,21 @@ impl NodeClient {
             .await
             .map_err(|_| ClientError::Timeout { peer, timeout })??;
         match response {
-            Response::Error { kind, message } => Err(ClientError::Node {
-                peer,
-                kind,
-                message,
-            }),
+            Response::Error { kind, message } => {
+                // The node goes on serving a stream after an answer like "not found"; after
+                // refusing the request itself, it closes the stream.
+                if !matches!(
+                    kind,
+                    ErrorKind::Unauthorized | ErrorKind::BadRequest | ErrorKind::UnsupportedVersion
+                ) {
+                    self.put_idle(peer, stream);
+                }
+                Err(ClientError::Node {
+                    peer,
+                    kind,
+                    message,
+                })
+            }
             ok => {
                 self.put_idle(peer, stream);
                 Ok((ok, data))

@@ -115,9 +115,9 @@ pub async fn run_wrapped(
     service.accrue_storage(); // starts the ledger's clock
 
     for gateway in config.gateways.clone() {
-        let (service, host2, labels) = (service.clone(), host.clone(), config.labels.clone());
+        let (stats_of, host2, labels) = (service.clone(), host.clone(), config.labels.clone());
         let registration = move || {
-            let stats = service.stats();
+            let stats = stats_of.stats();
             let listen = host2
                 .listen_addrs_now()
                 .iter()
@@ -134,6 +134,7 @@ pub async fn run_wrapped(
             }
         };
         tokio::spawn(keep_registered(
+            service.clone(),
             host.clone(),
             gateway,
             registration,

@@ -4,25 +4,26 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chunker::PieceId;
-use futures::StreamExt;
+use futures::{AsyncRead, AsyncWrite, StreamExt};
 use libp2p::identity::Keypair;
-use libp2p::{PeerId, Stream, StreamProtocol};
-use tokio::sync::Semaphore;
+use libp2p::{PeerId, StreamProtocol};
+use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::GatewayAddr;
 use crate::ledger::{NodeLedger, ReceiptError};
-use crate::net::HostHandle;
+use crate::net::{lane, tls, HostHandle};
 use crate::protocol::{
-    read_header, read_payload, write_frame, ErrorKind, NodeStats, ProtocolError, Registration,
-    RegistrationReply, Request, Response, MAX_SCRUB_REPORT, NODE_PROTOCOL, REGISTER_PROTOCOL,
+    read_header, read_payload, write_frame, ErrorKind, LaneOffer, NodeStats, ProtocolError,
+    Registration, RegistrationReply, Request, Response, MAX_LANES, MAX_SCRUB_REPORT, NODE_PROTOCOL,
+    REGISTER_PROTOCOL,
 };
 use crate::store::{PieceStore, PutOutcome, StoreError};
 
-/// Most streams served at once; more are refused (the gateway retries).
+/// Most streams and lanes served at once; more are refused (the gateway retries).
 pub const MAX_STREAMS: usize = 256;
 /// Longest a peer may take to deliver a payload it announced.
 pub const PAYLOAD_TIMEOUT: Duration = Duration::from_secs(120);
@@ -317,9 +318,15 @@ impl NodeService {
         (response, payload)
     }
 
-    /// Serves one stream until the peer closes it: a sequence of request/response exchanges.
-    /// Peers that are not configured gateways get `Unauthorized` and the stream is closed.
-    pub async fn serve_stream(&self, peer: PeerId, mut stream: Stream, cancel: &CancellationToken) {
+    /// Serves one stream (or lane) until the peer closes it: a sequence of request/response
+    /// exchanges. Peers that are not configured gateways get `Unauthorized` and the stream is
+    /// closed.
+    pub async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        peer: PeerId,
+        mut stream: S,
+        cancel: &CancellationToken,
+    ) {
         loop {
             let next = tokio::select! {
                 next = read_header(&mut stream) => next,
@@ -427,20 +434,42 @@ impl NodeService {
     }
 }
 
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
 /// Keeps the node registered with one gateway until `cancel` fires: dials it (the node's own
 /// connection is what a node behind NAT is reached through), sends a registration, repeats it
 /// at the heartbeat the gateway asks for, and starts over with backoff when anything fails.
+/// Keeps the data lanes the gateway offers dialed too, and serves them with `service`.
 pub async fn keep_registered(
+    service: Arc<NodeService>,
     host: HostHandle,
     gateway: GatewayAddr,
     registration: impl Fn() -> Registration + Send + Sync,
     cancel: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(500);
-    let max_backoff = Duration::from_secs(30);
+    let (offers, offered) = watch::channel(None);
+    match tls::Config::new(&service.keypair) {
+        Ok(tls) => {
+            for index in 0..MAX_LANES {
+                tokio::spawn(keep_lane(
+                    index,
+                    service.clone(),
+                    tls.clone(),
+                    gateway.clone(),
+                    offered.clone(),
+                    cancel.clone(),
+                ));
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no data lanes: could not build their TLS configuration")
+        }
+    }
+    let mut backoff = FIRST_BACKOFF;
     while !cancel.is_cancelled() {
-        match register_once(&host, &gateway, &registration, &cancel).await {
-            Ok(()) => backoff = Duration::from_millis(500),
+        match register_once(&host, &gateway, &registration, &offers, &cancel).await {
+            Ok(()) => backoff = FIRST_BACKOFF,
             Err(e) => {
                 tracing::warn!(gateway = %gateway.peer, error = %e, "registration failed; retrying in {backoff:?}")
             }
@@ -449,7 +478,7 @@ pub async fn keep_registered(
             () = tokio::time::sleep(backoff) => {}
             () = cancel.cancelled() => return,
         }
-        backoff = (backoff * 2).min(max_backoff);
+        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
@@ -457,6 +486,7 @@ async fn register_once(
     host: &HostHandle,
     gateway: &GatewayAddr,
     registration: &(impl Fn() -> Registration + Send + Sync),
+    offers: &watch::Sender<Option<LaneOffer>>,
     cancel: &CancellationToken,
 ) -> anyhow::Result<()> {
     if !host.is_connected(&gateway.peer) {
@@ -477,7 +507,11 @@ async fn register_once(
     loop {
         write_frame(&mut stream, &registration(), &[]).await?;
         match read_header::<_, RegistrationReply>(&mut stream).await? {
-            RegistrationReply::Accepted { heartbeat_secs } => {
+            RegistrationReply::Accepted {
+                heartbeat_secs,
+                lanes,
+            } => {
+                offers.send_if_modified(|offer| std::mem::replace(offer, lanes) != lanes);
                 if !announced {
                     tracing::info!(gateway = %gateway.peer, "registered");
                     announced = true;
@@ -493,5 +527,53 @@ async fn register_once(
                 anyhow::bail!("the gateway refused us: {reason}")
             }
         }
+    }
+}
+
+/// Keeps lane number `index` to `gateway` dialed while the gateway's latest offer covers it,
+/// and serves the gateway's orders on it; redials with backoff when it closes or cannot be set
+/// up. A lane counts against [`MAX_STREAMS`] while it is up.
+async fn keep_lane(
+    index: u8,
+    service: Arc<NodeService>,
+    tls: tls::Config,
+    gateway: GatewayAddr,
+    mut offered: watch::Receiver<Option<LaneOffer>>,
+    cancel: CancellationToken,
+) {
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let offer = tokio::select! {
+            offer = offered.wait_for(|o| o.is_some_and(|o| index < o.count)) => match offer {
+                Ok(offer) => *offer,
+                Err(_) => return, // registration has stopped
+            },
+            () = cancel.cancelled() => return,
+        };
+        let Some(offer) = offer else { continue };
+        if let Ok(permit) = service.streams.clone().try_acquire_owned() {
+            let dialed = match lane::lane_host(&gateway.addr, offer.port) {
+                Ok(addr) => lane::dial(&tls, &addr, gateway.peer).await,
+                Err(e) => Err(e),
+            };
+            match dialed {
+                Ok(lane) => {
+                    let up = Instant::now();
+                    service.serve_stream(gateway.peer, lane, &cancel).await;
+                    if up.elapsed() > MAX_BACKOFF {
+                        backoff = FIRST_BACKOFF;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(gateway = %gateway.peer, index, error = %e, "could not set up a lane");
+                }
+            }
+            drop(permit);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = cancel.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }

@@ -20,7 +20,7 @@ use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// libp2p protocol name of gateway → node orders.
 pub const NODE_PROTOCOL: &str = "/dsg/node/1";
 /// libp2p protocol name of node → gateway registration.
@@ -37,6 +37,8 @@ pub const MAX_SCRUB_REPORT: usize = 1024;
 pub const MAX_LABELS: usize = 16;
 /// Most listen addresses a node may announce.
 pub const MAX_LISTEN_ADDRS: usize = 16;
+/// Most data lanes a gateway may ask a node for.
+pub const MAX_LANES: u8 = 16;
 const MAX_SHORT_TEXT: usize = 128;
 const MAX_ADDR_TEXT: usize = 256;
 const MAX_ERROR_TEXT: usize = 1024;
@@ -333,10 +335,22 @@ impl Registration {
 /// The gateway's answer to a registration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RegistrationReply {
-    /// Registered; send a fresh registration at least this often.
-    Accepted { heartbeat_secs: u32 },
+    /// Registered; send a fresh registration at least this often, and keep the data lanes
+    /// the gateway offers (if it does) connected.
+    Accepted {
+        heartbeat_secs: u32,
+        lanes: Option<LaneOffer>,
+    },
     /// Refused, with the reason (unknown node, wrong version, …).
     Refused { reason: String },
+}
+
+/// Data lanes a gateway offers a node ([`crate::net::lane`]): the node keeps `count` TCP
+/// connections to `port` on the host it reaches the gateway at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaneOffer {
+    pub port: u16,
+    pub count: u8,
 }
 
 impl RegistrationReply {
@@ -344,6 +358,12 @@ impl RegistrationReply {
         match self {
             RegistrationReply::Refused { reason } if reason.len() > MAX_ERROR_TEXT => {
                 Err(invalid("reason", "too long"))
+            }
+            RegistrationReply::Accepted {
+                lanes: Some(LaneOffer { port, count }),
+                ..
+            } if *port == 0 || *count == 0 || *count > MAX_LANES => {
+                Err(invalid("lanes", "a port other than 0 and 1 ..= 16 lanes"))
             }
             _ => Ok(()),
         }
@@ -591,6 +611,18 @@ mod tests {
             listen: vec![],
         };
         assert!(decode_header::<Registration>(&encode_header(&reg)).is_err());
+        let offer = |port, count| RegistrationReply::Accepted {
+            heartbeat_secs: 10,
+            lanes: Some(LaneOffer { port, count }),
+        };
+        for bad in [offer(0, 4), offer(9011, 0), offer(9011, MAX_LANES + 1)] {
+            assert!(decode_header::<RegistrationReply>(&encode_header(&bad)).is_err());
+        }
+        let good = offer(9011, MAX_LANES);
+        assert_eq!(
+            decode_header::<RegistrationReply>(&encode_header(&good)).unwrap(),
+            good
+        );
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! Two real libp2p peers on loopback: a gateway (the client side of the protocol) and a node
 //! serving a real disk store. The node dials the gateway, as a node behind NAT does, and every
-//! order travels over that connection. A third peer that is not a configured gateway is refused.
+//! order travels over that connection, or over the data lanes the node dials beside it. A third
+//! peer that is not a configured gateway is refused.
 
 #![allow(clippy::unwrap_used)]
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,15 +14,15 @@ use chunker::{Challenge, PieceId};
 use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
 use storage_node::client::{
-    serve_registrations, verify_proof_signature, ClientError, NodeClient, ATTEMPTS,
+    serve_registrations, verify_proof_signature, ClientError, LaneAdmission, NodeClient, ATTEMPTS,
     MAX_IDLE_STREAMS,
 };
 use storage_node::config::GatewayAddr;
 use storage_node::ledger::{NodeLedger, SignedStatement, Statement, Usage};
-use storage_node::net::{self, HostHandle};
+use storage_node::net::{self, lane, tls, HostHandle};
 use storage_node::node::{keep_registered, NodeService};
 use storage_node::protocol::{
-    ByteRange, ErrorKind, Registration, RegistrationReply, Request, Response,
+    ByteRange, ErrorKind, LaneOffer, Registration, RegistrationReply, Request, Response,
 };
 use storage_node::store::{DiskStore, DiskStoreOptions};
 use tokio_util::sync::CancellationToken;
@@ -47,25 +49,50 @@ struct Gateway {
     host: HostHandle,
     addr: Multiaddr,
     registrations: Arc<Mutex<Vec<(PeerId, Registration)>>>,
+    /// The client that holds the lanes nodes dial (when the gateway offers lanes).
+    client: NodeClient,
+    /// Lanes whose admission was decided.
+    lanes_judged: Arc<AtomicUsize>,
 }
 
 async fn gateway() -> Gateway {
-    gateway_on("/ip4/127.0.0.1/tcp/0").await
+    gateway_with("/ip4/127.0.0.1/tcp/0", None).await
 }
 
-/// A gateway listening on `listen` only.
-async fn gateway_on(listen: &str) -> Gateway {
+/// A gateway listening on `listen` only; with `lanes` = `(count, admit)` it offers `count`
+/// data lanes to every node and keeps them if `admit`.
+async fn gateway_with(listen: &str, lanes: Option<(u8, bool)>) -> Gateway {
     let keypair = Keypair::generate_ed25519();
     let host = net::spawn(keypair.clone()).unwrap();
     host.listen(listen.parse().unwrap()).await.unwrap();
     let addr = host.listen_addrs(T).await.remove(0);
+    let client = NodeClient::new(host.clone());
+    let lanes_judged = Arc::new(AtomicUsize::new(0));
+    let offer = match lanes {
+        Some((count, admit)) => {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let judged = lanes_judged.clone();
+            let admission: LaneAdmission = Arc::new(move |_| {
+                judged.fetch_add(1, Ordering::SeqCst);
+                admit
+            });
+            let (client, tls) = (client.clone(), tls::Config::new(&keypair).unwrap());
+            tokio::spawn(async move { client.serve_lanes(listener, tls, admission).await });
+            Some(LaneOffer { port, count })
+        }
+        None => None,
+    };
     let registrations = Arc::new(Mutex::new(Vec::new()));
     let seen = registrations.clone();
     tokio::spawn(serve_registrations(
         host.clone(),
         Arc::new(move |peer, reg| {
             seen.lock().unwrap().push((peer, reg));
-            RegistrationReply::Accepted { heartbeat_secs: 1 }
+            RegistrationReply::Accepted {
+                heartbeat_secs: 1,
+                lanes: offer,
+            }
         }),
         64,
     ));
@@ -74,7 +101,23 @@ async fn gateway_on(listen: &str) -> Gateway {
         host,
         addr,
         registrations,
+        client,
+        lanes_judged,
     }
+}
+
+/// Waits until `client` pools `count` lanes to `node`.
+async fn wait_lanes(client: &NodeClient, node: &PeerId, count: usize) {
+    for _ in 0..200 {
+        if client.idle_lanes(node) == count {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "{} lanes to {node} pooled, not {count}",
+        client.idle_lanes(node)
+    );
 }
 
 struct Node {
@@ -139,6 +182,7 @@ async fn node_at(
         }
     };
     tokio::spawn(keep_registered(
+        service.clone(),
         host.clone(),
         gw,
         registration,
@@ -181,10 +225,133 @@ async fn a_gateway_drives_every_message_over_the_connection_the_node_opened() {
     assert_eq!(reg.labels["region"], "test");
     // The gateway never dialed: the connection is the node's.
     assert!(gw.host.is_connected(&n.peer));
+    every_message(&gw, &n).await;
+    assert_eq!(gw.client.idle_lanes(&n.peer), 0);
+    assert!(gw.client.idle_streams(&n.peer) > 0);
+    n.cancel.cancel();
+}
 
-    let client = NodeClient::new(gw.host.clone());
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_message_travels_on_the_lanes_the_node_dialed() {
+    let gw = gateway_with("/ip4/127.0.0.1/tcp/0", Some((3, true))).await;
+    let n = node(&gw, 64 << 20).await;
+    wait_registered(&gw, &n.peer).await;
+    wait_lanes(&gw.client, &n.peer, 3).await;
+    every_message(&gw, &n).await;
+    // No stream was needed. The lane the refused put went on was closed (the node closes a
+    // stream after refusing a request); the node dials it again.
+    assert_eq!(gw.client.idle_streams(&n.peer), 0);
+    wait_lanes(&gw.client, &n.peer, 3).await;
+
+    // More calls at once than lanes: the rest go on streams, and all land.
+    let puts = (0..12u8).map(|i| {
+        let (id, data) = piece(100_000 + usize::from(i), i);
+        let client = gw.client.clone();
+        let peer = n.peer;
+        async move {
+            let put = Request::PutPiece {
+                id,
+                len: data.len() as u64,
+            };
+            client.call(peer, &put, &data, T).await
+        }
+    });
+    for r in futures::future::join_all(puts).await {
+        assert_eq!(r.unwrap().0, Response::Stored { already: false });
+    }
+    assert_eq!(gw.client.idle_lanes(&n.peer), 3);
+    assert!(gw.client.idle_streams(&n.peer) > 0);
+    n.cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_keeps_no_lane_from_a_peer_it_does_not_admit() {
+    let gw = gateway_with("/ip4/127.0.0.1/tcp/0", Some((4, false))).await;
+    let n = node(&gw, 1 << 20).await;
+    wait_registered(&gw, &n.peer).await;
+    for _ in 0..200 {
+        if gw.lanes_judged.load(Ordering::SeqCst) >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gw.lanes_judged.load(Ordering::SeqCst) >= 4);
+    assert_eq!(gw.client.idle_lanes(&n.peer), 0);
+    // Orders still reach the node, on streams.
+    let (answer, _) = gw
+        .client
+        .call(n.peer, &Request::Ping { nonce: 1 }, &[], T)
+        .await
+        .unwrap();
+    assert_eq!(answer, Response::Pong { nonce: 1 });
+    n.cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_does_not_keep_a_lane_to_a_peer_that_is_not_its_gateway() {
+    // Someone listening where the node was told its gateway's lanes are.
+    let impostor = tls::Config::new(&Keypair::generate_ed25519()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let at = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let impostor = impostor.clone();
+            tokio::spawn(async move { lane::accept(&impostor, socket).await });
+        }
+    });
+    let node = tls::Config::new(&Keypair::generate_ed25519()).unwrap();
+    let gateway = Keypair::generate_ed25519().public().to_peer_id();
+    match lane::dial(&node, &at, gateway).await {
+        Err(lane::LaneError::WrongPeer { found }) => assert_ne!(found, gateway),
+        Err(e) => panic!("expected WrongPeer, got {e}"),
+        Ok(_) => panic!("a lane to an impostor was set up"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_is_reached_past_its_dead_lanes_and_dials_new_ones() {
+    let gw = gateway_with("/ip4/127.0.0.1/tcp/0", Some((4, true))).await;
+    let n = node(&gw, 1 << 20).await;
+    wait_registered(&gw, &n.peer).await;
+    wait_lanes(&gw.client, &n.peer, 4).await;
+
+    n.cancel.cancel();
+    n.host.shutdown().await;
+    gw.registrations.lock().unwrap().clear();
+    let again = node_at(
+        &gw,
+        1 << 20,
+        tempfile::tempdir().unwrap(),
+        n.keypair.clone(),
+    )
+    .await;
+    wait_registered(&gw, &again.peer).await;
+    // The old lanes are dead: calls skip them (found closed, or failing and retried).
+    let (answer, _) = gw
+        .client
+        .call(again.peer, &Request::Ping { nonce: 5 }, &[], T)
+        .await
+        .unwrap();
+    assert_eq!(answer, Response::Pong { nonce: 5 });
+    // The node's new lanes replace the dead ones in the pool, and calls take them.
+    wait_lanes(&gw.client, &again.peer, 4).await;
+    for nonce in 0..8 {
+        let (answer, _) = gw
+            .client
+            .call(again.peer, &Request::Ping { nonce }, &[], T)
+            .await
+            .unwrap();
+        assert_eq!(answer, Response::Pong { nonce });
+    }
+    assert_eq!(gw.client.idle_lanes(&again.peer), 4);
+    again.cancel.cancel();
+}
+
+/// Drives every message of the protocol through the gateway's client to `n`: put (twice), get,
+/// a range, a challenge, stats, a refused put, delete.
+async fn every_message(gw: &Gateway, n: &Node) {
     let call = |req: Request, payload: Vec<u8>| {
-        let client = client.clone();
+        let client = gw.client.clone();
         let peer = n.peer;
         async move { client.call(peer, &req, &payload, T).await }
     };
@@ -292,13 +459,11 @@ async fn a_gateway_drives_every_message_over_the_connection_the_node_opened() {
         .await
         .unwrap_err();
     assert_eq!(node_error(&err), Some(ErrorKind::NotFound), "{err}");
-
-    n.cancel.cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_registers_and_serves_over_quic() {
-    let gw = gateway_on("/ip4/127.0.0.1/udp/0/quic-v1").await;
+    let gw = gateway_with("/ip4/127.0.0.1/udp/0/quic-v1", None).await;
     assert!(gw.addr.to_string().contains("/quic-v1"), "{}", gw.addr);
     let n = node(&gw, 64 << 20).await;
     wait_registered(&gw, &n.peer).await;

@@ -124,7 +124,10 @@ async fn gateway() -> (HostHandle, String, Arc<Mutex<Vec<PeerId>>>) {
         host.clone(),
         Arc::new(move |peer, _| {
             s.lock().unwrap().push(peer);
-            RegistrationReply::Accepted { heartbeat_secs: 1 }
+            RegistrationReply::Accepted {
+                heartbeat_secs: 1,
+                lanes: None,
+            }
         }),
         16,
     ));

@@ -99,6 +99,7 @@ impl Cluster {
             s3_listen: "127.0.0.1:0".into(),
             admin_listen: "127.0.0.1:0".into(),
             p2p_listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
+            lane_listen: "127.0.0.1:0".into(),
             heartbeat: "1s".into(),
             gc_interval: "500ms".into(),
             node_timeout: "10s".into(),
