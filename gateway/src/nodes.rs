@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use chunker::manifest::{NodeId, PieceLocation};
 use libp2p::PeerId;
 use storage_node::net::HostHandle;
-use storage_node::protocol::{LaneOffer, Registration, RegistrationReply};
+use storage_node::protocol::{LaneKey, LaneOffer, Registration, RegistrationReply};
 
 use crate::meta::{Meta, NodeRecord};
 use crate::placement::Candidate;
@@ -61,6 +61,43 @@ struct Entry {
 /// How much less likely a node in vetting is to be picked than a vetted one with as much room.
 const VETTING_SHARE: u64 = 20;
 
+/// The data lanes this gateway offers: where, how many per node, and the secret each node's
+/// lane key is derived from (fresh at every start; nodes get theirs when they register).
+#[derive(Clone)]
+pub struct Lanes {
+    pub port: u16,
+    pub count: u8,
+    secret: [u8; 32],
+}
+
+impl std::fmt::Debug for Lanes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lanes")
+            .field("port", &self.port)
+            .field("count", &self.count)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Lanes {
+    /// Lanes on `port`, `count` per node, under a new random secret.
+    pub fn new(port: u16, count: u8) -> anyhow::Result<Self> {
+        let mut secret = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut secret)
+            .map_err(|_| anyhow::anyhow!("no randomness for the lane secret"))?;
+        Ok(Lanes {
+            port,
+            count,
+            secret,
+        })
+    }
+
+    /// The key of `peer`'s lanes.
+    fn key(&self, peer: &PeerId) -> LaneKey {
+        LaneKey(*blake3::keyed_hash(&self.secret, &peer.to_bytes()).as_bytes())
+    }
+}
+
 /// The registry of nodes.
 pub struct Nodes {
     entries: RwLock<HashMap<PeerId, Entry>>,
@@ -73,7 +110,7 @@ pub struct Nodes {
     /// The state of a node seen for the first time (vetting, unless vetting is off).
     first_state: NodeState,
     /// The data lanes registered nodes are asked to keep.
-    lanes: Option<LaneOffer>,
+    lanes: Option<Lanes>,
     /// Stand-ins for buckets' remotes that hold parity pieces: always online, never placement
     /// candidates, never audited.
     remote_peers: Arc<RemotePeers>,
@@ -132,7 +169,7 @@ impl Nodes {
         heartbeat: Duration,
         allowed: Vec<PeerId>,
         first_state: NodeState,
-        lanes: Option<LaneOffer>,
+        lanes: Option<Lanes>,
     ) -> anyhow::Result<Self> {
         let mut entries = HashMap::new();
         for (id, record) in meta.nodes()? {
@@ -214,17 +251,23 @@ impl Nodes {
         }
         RegistrationReply::Accepted {
             heartbeat_secs: u32::try_from(self.heartbeat.as_secs().max(1)).unwrap_or(u32::MAX),
-            lanes: self.lanes,
+            lanes: self.lanes.as_ref().map(|l| LaneOffer {
+                port: l.port,
+                count: l.count,
+                key: l.key(&peer),
+            }),
         }
     }
 
-    /// Whether a data lane `peer` dialed may be kept: it is a node that registered, is online
-    /// and is not disqualified.
-    pub fn takes_lane_from(&self, peer: &PeerId) -> bool {
+    /// The key of the data lanes `peer` dials, if the gateway takes lanes from it: a node that
+    /// registered, is online and is not disqualified.
+    pub fn lane_key(&self, peer: &PeerId) -> Option<LaneKey> {
+        let lanes = self.lanes.as_ref()?;
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
         entries
             .get(peer)
             .is_some_and(|e| e.state != NodeState::Disqualified && self.entry_online(peer, e))
+            .then(|| lanes.key(peer))
     }
 
     /// The online rule: connected, and registered within the last three heartbeats.

@@ -12,7 +12,6 @@ use chunker::MasterKey;
 use libp2p::{Multiaddr, PeerId};
 use s3s::service::S3ServiceBuilder;
 use storage_node::client::{serve_registrations, LaneAdmission, NodeClient};
-use storage_node::protocol::LaneOffer;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -115,10 +114,10 @@ impl Gateway {
             None => None,
         };
         let lane_offer = match &lanes {
-            Some(listener) => Some(LaneOffer {
-                port: listener.local_addr().context("the lane port")?.port(),
-                count: config.lanes_per_node,
-            }),
+            Some(listener) => Some(crate::nodes::Lanes::new(
+                listener.local_addr().context("the lane port")?.port(),
+                config.lanes_per_node,
+            )?),
             None => None,
         };
         let nodes = Arc::new(Nodes::load(
@@ -137,8 +136,6 @@ impl Gateway {
         // nodes send and store is metered for the usage ledger.
         let meter = Arc::new(Meter::default());
         let client = NodeClient::new(host.clone());
-        let lane_tls = storage_node::net::tls::Config::new(&keypair)
-            .context("build the TLS configuration of data lanes")?;
         let net: Arc<dyn PieceNet> = Arc::new(RoutedPieces::new(
             Arc::new(Libp2pPieces::new(
                 client.clone(),
@@ -202,10 +199,10 @@ impl Gateway {
         let host_handle = host.clone();
         if let Some(listener) = lanes {
             let (client, nodes, stop) = (client.clone(), nodes.clone(), cancel.clone());
-            let admit: LaneAdmission = Arc::new(move |peer| nodes.takes_lane_from(peer));
+            let admit: LaneAdmission = Arc::new(move |peer| nodes.lane_key(peer));
             tasks.spawn(async move {
                 tokio::select! {
-                    () = client.serve_lanes(listener, lane_tls, admit) => {}
+                    () = client.serve_lanes(listener, admit) => {}
                     () = stop.cancelled() => {}
                 }
             });

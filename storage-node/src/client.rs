@@ -8,20 +8,19 @@
 //! would lose requests under concurrency.
 
 use std::collections::HashMap;
-use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::Context;
 use std::time::Duration;
 
-use futures::{AsyncRead, AsyncWrite, StreamExt};
+use futures::{AsyncRead, StreamExt};
 use libp2p::{PeerId, Stream, StreamProtocol};
 use tokio::sync::Semaphore;
 
 use crate::net::lane::{self, Lane};
-use crate::net::{tls, HostHandle};
+use crate::net::HostHandle;
 use crate::protocol::{
-    read_header, read_payload, write_frame, ErrorKind, ProtocolError, Registration,
+    read_header, write_frame, ErrorKind, Frames, LaneKey, Message, ProtocolError, Registration,
     RegistrationReply, Request, Response, NODE_PROTOCOL, REGISTER_PROTOCOL,
 };
 
@@ -72,63 +71,47 @@ enum Conn {
     Stream(Stream),
 }
 
-impl AsyncRead for Conn {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Lane(l) => Pin::new(l.as_mut()).poll_read(cx, buf),
-            Conn::Stream(s) => Pin::new(s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Conn {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Lane(l) => Pin::new(l.as_mut()).poll_write(cx, buf),
-            Conn::Stream(s) => Pin::new(s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Lane(l) => Pin::new(l.as_mut()).poll_flush(cx),
-            Conn::Stream(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Lane(l) => Pin::new(l.as_mut()).poll_close(cx),
-            Conn::Stream(s) => Pin::new(s).poll_close(cx),
-        }
-    }
-}
-
 impl Conn {
     /// Whether the node closed (or reset) this idle connection. Between exchanges a node sends
     /// nothing, so anything readable (end of stream, an error, or stray bytes) means it is
     /// unusable. Looks without waiting.
     fn is_closed(&mut self) -> bool {
         match self {
-            Conn::Lane(l) => readable_now(l.as_mut()),
-            Conn::Stream(s) => readable_now(s),
+            Conn::Lane(l) => l.is_closed(),
+            Conn::Stream(s) => {
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                let mut byte = [0u8; 1];
+                Pin::new(s).poll_read(&mut cx, &mut byte).is_ready()
+            }
         }
     }
 }
 
-/// Whether a read would return at once.
-fn readable_now<R: AsyncRead + Unpin>(r: &mut R) -> bool {
-    let mut cx = Context::from_waker(std::task::Waker::noop());
-    let mut byte = [0u8; 1];
-    Pin::new(r).poll_read(&mut cx, &mut byte).is_ready()
+impl Frames for Conn {
+    async fn write_frame<M: Message + Sync>(
+        &mut self,
+        message: &M,
+        payload: &[u8],
+    ) -> Result<(), ProtocolError> {
+        match self {
+            Conn::Lane(l) => l.write_frame(message, payload).await,
+            Conn::Stream(s) => s.write_frame(message, payload).await,
+        }
+    }
+
+    async fn read_header<M: Message + Send>(&mut self) -> Result<M, ProtocolError> {
+        match self {
+            Conn::Lane(l) => l.read_header().await,
+            Conn::Stream(s) => s.read_header().await,
+        }
+    }
+
+    async fn read_payload(&mut self, len: u64) -> Result<Vec<u8>, ProtocolError> {
+        match self {
+            Conn::Lane(l) => l.read_payload(len).await,
+            Conn::Stream(s) => s.read_payload(len).await,
+        }
+    }
 }
 
 /// A node's idle connections.
@@ -138,8 +121,9 @@ struct Idle {
     streams: Vec<Stream>,
 }
 
-/// Decides whether a peer that dialed a lane may keep it (the gateway: a registered node).
-pub type LaneAdmission = Arc<dyn Fn(&PeerId) -> bool + Send + Sync>;
+/// The lane key of a peer that may keep lanes (the gateway: a registered node), `None` for any
+/// other peer.
+pub type LaneAdmission = Arc<dyn Fn(&PeerId) -> Option<LaneKey> + Send + Sync>;
 
 /// Sends requests to nodes over pooled lanes and streams.
 #[derive(Clone)]
@@ -204,7 +188,7 @@ impl NodeClient {
         {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(idle) = idle.get_mut(&peer) {
-                idle.lanes.retain_mut(|l| !readable_now(l));
+                idle.lanes.retain(|l| !l.is_closed());
             }
         }
         self.put_idle(peer, Conn::Lane(Box::new(lane)));
@@ -222,16 +206,11 @@ impl NodeClient {
         idle.get(peer).map_or(0, |i| i.lanes.len())
     }
 
-    /// Accepts the data lanes nodes dial to `listener`, proving this host's identity with
-    /// `tls`, and pools each whose node `admit` approves; runs until dropped. At most
+    /// Accepts the data lanes nodes dial to `listener` and pools each whose node `admit`
+    /// gives a key (and that proves it holds that key); runs until dropped. At most
     /// [`MAX_LANE_HANDSHAKES`] handshakes run at once, each bounded by
     /// [`lane::HANDSHAKE_TIMEOUT`].
-    pub async fn serve_lanes(
-        &self,
-        listener: tokio::net::TcpListener,
-        tls: tls::Config,
-        admit: LaneAdmission,
-    ) {
+    pub async fn serve_lanes(&self, listener: tokio::net::TcpListener, admit: LaneAdmission) {
         let handshakes = Arc::new(Semaphore::new(MAX_LANE_HANDSHAKES));
         loop {
             let (socket, from) = match listener.accept().await {
@@ -247,12 +226,12 @@ impl NodeClient {
                 tracing::debug!(%from, "too many lane handshakes; closing one");
                 continue;
             };
-            let (client, tls, admit) = (self.clone(), tls.clone(), admit.clone());
+            let (client, admit) = (self.clone(), admit.clone());
             tokio::spawn(async move {
-                match lane::accept(&tls, socket).await {
-                    Ok((peer, lane)) if admit(&peer) => client.add_lane(peer, lane),
-                    Ok((peer, _)) => {
-                        tracing::warn!(%peer, %from, "refused a lane from a peer that is not a registered node");
+                match lane::accept(socket, |peer| admit(peer)).await {
+                    Ok((peer, lane)) => client.add_lane(peer, lane),
+                    Err(e @ lane::LaneError::NotAdmitted(_)) => {
+                        tracing::warn!(%from, error = %e, "refused a lane");
                     }
                     Err(e) => tracing::debug!(%from, error = %e, "lane handshake failed"),
                 }
@@ -365,10 +344,10 @@ impl NodeClient {
     ) -> Result<(Response, Vec<u8>), ClientError> {
         let protocol = |source| ClientError::Protocol { peer, source };
         let round_trip = async {
-            let written = write_frame(&mut stream, request, payload).await;
+            let written = stream.write_frame(request, payload).await;
             // A node may answer (e.g. `Unauthorized`) and close before taking the whole payload:
             // its answer is still worth reading when the write failed.
-            let response: Response = match read_header(&mut stream).await {
+            let response: Response = match stream.read_header().await {
                 Ok(r) => r,
                 Err(e) => return Err(protocol(written.err().unwrap_or(e))),
             };
@@ -377,7 +356,8 @@ impl NodeClient {
                     "the node answered a request it did not fully receive",
                 ))));
             }
-            let data = read_payload(&mut stream, response.payload_len())
+            let data = stream
+                .read_payload(response.payload_len())
                 .await
                 .map_err(protocol)?;
             Ok::<_, ClientError>((response, data))

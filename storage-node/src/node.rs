@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chunker::PieceId;
-use futures::{AsyncRead, AsyncWrite, StreamExt};
+use futures::StreamExt;
 use libp2p::identity::Keypair;
 use libp2p::{PeerId, StreamProtocol};
 use tokio::sync::{watch, Semaphore};
@@ -15,10 +15,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::GatewayAddr;
 use crate::ledger::{NodeLedger, ReceiptError};
-use crate::net::{lane, tls, HostHandle};
+use crate::net::{lane, HostHandle};
 use crate::protocol::{
-    read_header, read_payload, write_frame, ErrorKind, LaneOffer, NodeStats, ProtocolError,
-    Registration, RegistrationReply, Request, Response, MAX_LANES, MAX_SCRUB_REPORT, NODE_PROTOCOL,
+    read_header, write_frame, ErrorKind, Frames, LaneOffer, NodeStats, ProtocolError, Registration,
+    RegistrationReply, Request, Response, MAX_LANES, MAX_SCRUB_REPORT, NODE_PROTOCOL,
     REGISTER_PROTOCOL,
 };
 use crate::store::{PieceStore, PutOutcome, StoreError};
@@ -321,7 +321,7 @@ impl NodeService {
     /// Serves one stream (or lane) until the peer closes it: a sequence of request/response
     /// exchanges. Peers that are not configured gateways get `Unauthorized` and the stream is
     /// closed.
-    pub async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
+    pub async fn serve_stream<S: Frames>(
         &self,
         peer: PeerId,
         mut stream: S,
@@ -329,7 +329,7 @@ impl NodeService {
     ) {
         loop {
             let next = tokio::select! {
-                next = read_header(&mut stream) => next,
+                next = stream.read_header() => next,
                 // Between requests: stop serving when the node shuts down.
                 () = cancel.cancelled() => return,
             };
@@ -347,17 +347,13 @@ impl NodeService {
                             crate::protocol::PROTOCOL_VERSION
                         ),
                     );
-                    let _ = write_frame(&mut stream, &reply, &[]).await;
+                    let _ = stream.write_frame(&reply, &[]).await;
                     return;
                 }
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "bad request");
-                    let _ = write_frame(
-                        &mut stream,
-                        &Response::error(ErrorKind::BadRequest, e.to_string()),
-                        &[],
-                    )
-                    .await;
+                    let reply = Response::error(ErrorKind::BadRequest, e.to_string());
+                    let _ = stream.write_frame(&reply, &[]).await;
                     return;
                 }
             };
@@ -370,12 +366,12 @@ impl NodeService {
                     ErrorKind::Unauthorized,
                     "this node takes orders only from its configured gateways",
                 );
-                let _ = write_frame(&mut stream, &reply, &[]).await;
+                let _ = stream.write_frame(&reply, &[]).await;
                 return;
             }
             let len = request.payload_len();
             let payload = if len > 0 {
-                match tokio::time::timeout(PAYLOAD_TIMEOUT, read_payload(&mut stream, len)).await {
+                match tokio::time::timeout(PAYLOAD_TIMEOUT, stream.read_payload(len)).await {
                     Ok(Ok(p)) => p,
                     _ => return,
                 }
@@ -383,7 +379,7 @@ impl NodeService {
                 Vec::new()
             };
             let (response, data) = self.handle(peer, request, payload).await;
-            if write_frame(&mut stream, &response, &data).await.is_err() {
+            if stream.write_frame(&response, &data).await.is_err() {
                 return;
             }
         }
@@ -449,22 +445,14 @@ pub async fn keep_registered(
     cancel: CancellationToken,
 ) {
     let (offers, offered) = watch::channel(None);
-    match tls::Config::new(&service.keypair) {
-        Ok(tls) => {
-            for index in 0..MAX_LANES {
-                tokio::spawn(keep_lane(
-                    index,
-                    service.clone(),
-                    tls.clone(),
-                    gateway.clone(),
-                    offered.clone(),
-                    cancel.clone(),
-                ));
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "no data lanes: could not build their TLS configuration")
-        }
+    for index in 0..MAX_LANES {
+        tokio::spawn(keep_lane(
+            index,
+            service.clone(),
+            gateway.clone(),
+            offered.clone(),
+            cancel.clone(),
+        ));
     }
     let mut backoff = FIRST_BACKOFF;
     while !cancel.is_cancelled() {
@@ -532,15 +520,15 @@ async fn register_once(
 
 /// Keeps lane number `index` to `gateway` dialed while the gateway's latest offer covers it,
 /// and serves the gateway's orders on it; redials with backoff when it closes or cannot be set
-/// up. A lane counts against [`MAX_STREAMS`] while it is up.
+/// up, at once when the offer changes. A lane counts against [`MAX_STREAMS`] while it is up.
 async fn keep_lane(
     index: u8,
     service: Arc<NodeService>,
-    tls: tls::Config,
     gateway: GatewayAddr,
     mut offered: watch::Receiver<Option<LaneOffer>>,
     cancel: CancellationToken,
 ) {
+    let me = service.keypair.public().to_peer_id();
     let mut backoff = FIRST_BACKOFF;
     loop {
         let offer = tokio::select! {
@@ -553,7 +541,7 @@ async fn keep_lane(
         let Some(offer) = offer else { continue };
         if let Ok(permit) = service.streams.clone().try_acquire_owned() {
             let dialed = match lane::lane_host(&gateway.addr, offer.port) {
-                Ok(addr) => lane::dial(&tls, &addr, gateway.peer).await,
+                Ok(addr) => lane::dial(&addr, me, &offer.key).await,
                 Err(e) => Err(e),
             };
             match dialed {
@@ -570,8 +558,11 @@ async fn keep_lane(
             }
             drop(permit);
         }
+        // A new offer (the gateway restarted: a new port or key) is tried at once.
+        offered.mark_unchanged();
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
+            _ = offered.changed() => backoff = FIRST_BACKOFF,
             () = cancel.cancelled() => return,
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);

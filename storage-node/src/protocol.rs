@@ -346,11 +346,23 @@ pub enum RegistrationReply {
 }
 
 /// Data lanes a gateway offers a node ([`crate::net::lane`]): the node keeps `count` TCP
-/// connections to `port` on the host it reaches the gateway at.
+/// connections to `port` on the host it reaches the gateway at, keyed with `key`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LaneOffer {
     pub port: u16,
     pub count: u8,
+    pub key: LaneKey,
+}
+
+/// The secret a gateway shares with one node (over the registration stream, which libp2p
+/// encrypts and authenticates) to key their data lanes. Never printed.
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaneKey(pub [u8; 32]);
+
+impl std::fmt::Debug for LaneKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LaneKey(…)")
+    }
 }
 
 impl RegistrationReply {
@@ -360,7 +372,7 @@ impl RegistrationReply {
                 Err(invalid("reason", "too long"))
             }
             RegistrationReply::Accepted {
-                lanes: Some(LaneOffer { port, count }),
+                lanes: Some(LaneOffer { port, count, .. }),
                 ..
             } if *port == 0 || *count == 0 || *count > MAX_LANES => {
                 Err(invalid("lanes", "a port other than 0 and 1 ..= 16 lanes"))
@@ -503,6 +515,51 @@ pub async fn read_payload<R: AsyncRead + Unpin>(
     Ok(buf)
 }
 
+/// A connection exchanges travel on: a libp2p stream (the framing functions above) or a data
+/// lane ([`crate::net::lane::Lane`], which seals each header and authenticates its payload).
+/// Both sides of the protocol run their exchanges through this.
+pub trait Frames: Send {
+    /// Sends one frame: `message`, then `payload` (exactly `message.payload()` bytes).
+    fn write_frame<M: Message + Sync>(
+        &mut self,
+        message: &M,
+        payload: &[u8],
+    ) -> impl std::future::Future<Output = Result<(), ProtocolError>> + Send;
+    /// Reads one frame's header; the caller then takes its payload with
+    /// [`Frames::read_payload`] (or drops the connection).
+    fn read_header<M: Message + Send>(
+        &mut self,
+    ) -> impl std::future::Future<Output = Result<M, ProtocolError>> + Send;
+    /// Reads the payload of `len` bytes the header announced.
+    fn read_payload(
+        &mut self,
+        len: u64,
+    ) -> impl std::future::Future<Output = Result<Vec<u8>, ProtocolError>> + Send;
+}
+
+impl Frames for libp2p::Stream {
+    fn write_frame<M: Message + Sync>(
+        &mut self,
+        message: &M,
+        payload: &[u8],
+    ) -> impl std::future::Future<Output = Result<(), ProtocolError>> + Send {
+        write_frame(self, message, payload)
+    }
+
+    fn read_header<M: Message + Send>(
+        &mut self,
+    ) -> impl std::future::Future<Output = Result<M, ProtocolError>> + Send {
+        read_header(self)
+    }
+
+    fn read_payload(
+        &mut self,
+        len: u64,
+    ) -> impl std::future::Future<Output = Result<Vec<u8>, ProtocolError>> + Send {
+        read_payload(self, len)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -613,8 +670,13 @@ mod tests {
         assert!(decode_header::<Registration>(&encode_header(&reg)).is_err());
         let offer = |port, count| RegistrationReply::Accepted {
             heartbeat_secs: 10,
-            lanes: Some(LaneOffer { port, count }),
+            lanes: Some(LaneOffer {
+                port,
+                count,
+                key: LaneKey([9; 32]),
+            }),
         };
+        assert_eq!(format!("{:?}", LaneKey([9; 32])), "LaneKey(…)");
         for bad in [offer(0, 4), offer(9011, 0), offer(9011, MAX_LANES + 1)] {
             assert!(decode_header::<RegistrationReply>(&encode_header(&bad)).is_err());
         }
