@@ -500,6 +500,51 @@ mod tests {
         assert!(node.read_header::<Request>().await.is_err());
     }
 
+    /// Bytes from a simple generator: garbage of every length up to `max`.
+    fn garbage(seed: u64, max: usize) -> Vec<u8> {
+        let mut x = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let len = (next() as usize) % (max + 1);
+        (0..len).map(|_| next() as u8).collect()
+    }
+
+    #[tokio::test]
+    async fn garbage_hellos_and_frames_end_the_lane_without_a_panic() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        for seed in 0..64 {
+            let mut hello = garbage(seed, 120);
+            if seed % 2 == 0 && !hello.is_empty() {
+                hello[0] = (hello.len() as u8).saturating_sub(1).min(64); // a plausible length
+            }
+            let mut client = TcpStream::connect(addr).await.unwrap();
+            let (socket, _) = listener.accept().await.unwrap();
+            client.write_all(&hello).await.unwrap();
+            drop(client.shutdown().await);
+            assert!(accept(socket, |_| Some(LaneKey([1; 32]))).await.is_err());
+        }
+        for seed in 100..132 {
+            let (mut node, mut gw) = pair(LaneKey([8; 32])).await;
+            let mut frame = garbage(seed, 4096);
+            if seed % 2 == 0 && frame.len() >= PREFIX + TAG {
+                // Lengths that fit what follows: the seal is what refuses it.
+                let sealed = (frame.len() - PREFIX) as u32;
+                frame[..4].copy_from_slice(&sealed.to_be_bytes());
+                frame[4..PREFIX].copy_from_slice(&0u64.to_be_bytes());
+            }
+            gw.socket.write_all(&frame).await.unwrap();
+            gw.socket.shutdown().await.unwrap();
+            assert!(node.read_header::<Request>().await.is_err());
+        }
+    }
+
     #[tokio::test]
     async fn a_frame_announcing_too_much_is_refused_before_it_is_read() {
         let (mut node, mut gw) = pair(LaneKey([7; 32])).await;
