@@ -179,14 +179,21 @@ impl Lane {
         if payload_len > max_payload {
             return Err(ProtocolError::PayloadTooLarge { len: payload_len });
         }
-        let mut sealed = vec![0u8; sealed_len];
-        self.socket.read_exact(&mut sealed).await?;
-        // Read into spare capacity: the bytes are not zeroed first.
-        let mut payload = Vec::with_capacity(payload_len as usize);
-        (&mut self.socket)
-            .take(payload_len)
-            .read_to_end(&mut payload)
-            .await?;
+        // The rest of a frame that has begun is due within the payload deadline, as on streams.
+        let rest = async {
+            let mut sealed = vec![0u8; sealed_len];
+            self.socket.read_exact(&mut sealed).await?;
+            // Read into spare capacity: the bytes are not zeroed first.
+            let mut payload = Vec::with_capacity(payload_len as usize);
+            (&mut self.socket)
+                .take(payload_len)
+                .read_to_end(&mut payload)
+                .await?;
+            Ok::<_, io::Error>((sealed, payload))
+        };
+        let (mut sealed, payload) = tokio::time::timeout(crate::node::PAYLOAD_TIMEOUT, rest)
+            .await
+            .map_err(|_| ProtocolError::Io(io::ErrorKind::TimedOut.into()))??;
         if payload.len() as u64 != payload_len {
             return Err(ProtocolError::Io(io::ErrorKind::UnexpectedEof.into()));
         }
