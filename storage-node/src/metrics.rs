@@ -68,8 +68,14 @@ pub fn render(service: &NodeService) -> String {
             let _ = writeln!(out, "storage_node_{name}{labels} {value}");
         }
     };
-    let single: [(&str, &str, &str, u64); 12] = [
+    let single: [(&str, &str, &str, u64); 13] = [
         ("pieces", "gauge", "Pieces held.", stats.pieces),
+        (
+            "lanes_up",
+            "gauge",
+            "Data lanes to gateways that are up.",
+            load(&c.lanes_up),
+        ),
         (
             "used_bytes",
             "gauge",

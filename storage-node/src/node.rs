@@ -44,6 +44,8 @@ pub struct Counters {
     /// Piece bytes received in puts and sent in gets.
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
+    /// Data lanes to gateways that are up now.
+    pub lanes_up: AtomicU64,
     /// Requests by (kind, result); a handful of keys.
     by_kind: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
 }
@@ -547,10 +549,16 @@ async fn keep_lane(
             match dialed {
                 Ok(lane) => {
                     let up = Instant::now();
+                    service.counters.lanes_up.fetch_add(1, Ordering::Relaxed);
                     service.serve_stream(gateway.peer, lane, &cancel).await;
+                    service.counters.lanes_up.fetch_sub(1, Ordering::Relaxed);
                     if up.elapsed() > MAX_BACKOFF {
                         backoff = FIRST_BACKOFF;
                     }
+                }
+                // The first lane speaks for all (a closed port, a firewall): once per backoff.
+                Err(e) if index == 0 => {
+                    tracing::warn!(gateway = %gateway.peer, error = %e, "could not set up a data lane; pieces go over libp2p until one is up");
                 }
                 Err(e) => {
                     tracing::debug!(gateway = %gateway.peer, index, error = %e, "could not set up a lane");

@@ -133,6 +133,7 @@ struct Node {
     _dir: tempfile::TempDir,
     keypair: Keypair,
     store: Arc<DiskStore>,
+    service: Arc<NodeService>,
 }
 
 async fn node(gateway: &Gateway, capacity: u64) -> Node {
@@ -194,8 +195,8 @@ async fn node_at(
         registration,
         cancel.clone(),
     ));
-    let (h, c) = (host.clone(), cancel.clone());
-    tokio::spawn(async move { service.serve(&h, c, Duration::from_secs(5)).await });
+    let (h, c, s) = (host.clone(), cancel.clone(), service.clone());
+    tokio::spawn(async move { s.serve(&h, c, Duration::from_secs(5)).await });
     Node {
         peer,
         host,
@@ -203,6 +204,7 @@ async fn node_at(
         _dir: dir,
         keypair,
         store: disk,
+        service,
     }
 }
 
@@ -243,6 +245,15 @@ async fn every_message_travels_on_the_lanes_the_node_dialed() {
     let n = node(&gw, 64 << 20).await;
     wait_registered(&gw, &n.peer).await;
     wait_lanes(&gw.client, &n.peer, 3).await;
+    // The node counts a lane once it has the gateway's proof, a moment after the gateway.
+    let lanes_up = || n.service.counters.lanes_up.load(Ordering::SeqCst);
+    for _ in 0..100 {
+        if lanes_up() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(lanes_up(), 3);
     every_message(&gw, &n).await;
     // No stream was needed. The lane the refused put went on was closed (the node closes a
     // stream after refusing a request); the node dials it again.
