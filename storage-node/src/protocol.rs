@@ -63,7 +63,7 @@ pub enum ProtocolError {
     Io(#[from] std::io::Error),
 }
 
-fn invalid(field: &'static str, problem: &'static str) -> ProtocolError {
+pub(crate) fn invalid(field: &'static str, problem: &'static str) -> ProtocolError {
     ProtocolError::Invalid { field, problem }
 }
 
@@ -466,12 +466,10 @@ pub fn decode_header<M: Message>(bytes: &[u8]) -> Result<M, ProtocolError> {
     Ok(message)
 }
 
-/// Writes one frame: the header, then `payload` (which must be exactly `message.payload()` bytes).
-pub async fn write_frame<W: AsyncWrite + Unpin, M: Message>(
-    w: &mut W,
-    message: &M,
-    payload: &[u8],
-) -> Result<(), ProtocolError> {
+/// The header of a frame that carries `payload`: checks that the payload is exactly
+/// `message.payload()` bytes and that the header fits [`MAX_HEADER_LEN`]. Streams and lanes
+/// both frame with it.
+pub fn frame_header<M: Message>(message: &M, payload: &[u8]) -> Result<Vec<u8>, ProtocolError> {
     if payload.len() as u64 != message.payload() {
         return Err(invalid("payload", "length differs from the header's"));
     }
@@ -479,6 +477,16 @@ pub async fn write_frame<W: AsyncWrite + Unpin, M: Message>(
     if header.len() > MAX_HEADER_LEN {
         return Err(ProtocolError::HeaderTooLarge { len: header.len() });
     }
+    Ok(header)
+}
+
+/// Writes one frame: the header, then `payload` (which must be exactly `message.payload()` bytes).
+pub async fn write_frame<W: AsyncWrite + Unpin, M: Message>(
+    w: &mut W,
+    message: &M,
+    payload: &[u8],
+) -> Result<(), ProtocolError> {
+    let header = frame_header(message, payload)?;
     w.write_all(&(header.len() as u32).to_be_bytes()).await?;
     w.write_all(&header).await?;
     if !payload.is_empty() {

@@ -37,14 +37,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::protocol::{
-    decode_header, encode_header, Frames, LaneKey, Message, ProtocolError, MAX_HEADER_LEN,
+    decode_header, frame_header, invalid, Frames, LaneKey, Message, ProtocolError, MAX_HEADER_LEN,
     MAX_PAYLOAD_LEN,
 };
 
 /// Longest a lane's handshake may take.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// TCP keepalive of a lane: probes after this much silence, …
-pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(15);
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(15);
 /// … then every this often, …
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 /// … and the connection is dead after this many unanswered.
@@ -100,11 +100,12 @@ impl Direction {
         material.extend_from_slice(node_nonce);
         material.extend_from_slice(gateway_nonce);
         let derived = blake3::derive_key(context, &material);
-        let key = match UnboundKey::new(&AES_128_GCM, &derived[..16]) {
-            Ok(k) => LessSafeKey::new(k),
-            Err(e) => unreachable!("16 bytes are an AES-128 key: {e}"),
-        };
-        Direction { key, frames: 0 }
+        let key =
+            UnboundKey::new(&AES_128_GCM, &derived[..16]).expect("16 bytes are an AES-128 key");
+        Direction {
+            key: LessSafeKey::new(key),
+            frames: 0,
+        }
     }
 
     /// The nonce of the next frame: its number, never reused (a lane ends long before 2^64).
@@ -240,16 +241,7 @@ impl Frames for Lane {
         message: &M,
         payload: &[u8],
     ) -> Result<(), ProtocolError> {
-        if payload.len() as u64 != message.payload() {
-            return Err(ProtocolError::Invalid {
-                field: "payload",
-                problem: "length differs from the header's",
-            });
-        }
-        let header = encode_header(message);
-        if header.len() > MAX_HEADER_LEN {
-            return Err(ProtocolError::HeaderTooLarge { len: header.len() });
-        }
+        let header = frame_header(message, payload)?;
         self.send_sealed(header, payload).await
     }
 
@@ -259,10 +251,7 @@ impl Frames for Lane {
         let (header, payload) = self.receive_sealed(MAX_PAYLOAD_LEN).await?;
         let message: M = decode_header(&header)?;
         if message.payload() != payload.len() as u64 {
-            return Err(ProtocolError::Invalid {
-                field: "payload",
-                problem: "length differs from the header's",
-            });
+            return Err(invalid("payload", "length differs from the header's"));
         }
         self.payload = Some(payload);
         Ok(message)
@@ -272,10 +261,7 @@ impl Frames for Lane {
     async fn read_payload(&mut self, len: u64) -> Result<Vec<u8>, ProtocolError> {
         match self.payload.take() {
             Some(p) if p.len() as u64 == len => Ok(p),
-            _ => Err(ProtocolError::Invalid {
-                field: "payload",
-                problem: "no payload of that length was read",
-            }),
+            _ => Err(invalid("payload", "no payload of that length was read")),
         }
     }
 }
@@ -327,14 +313,13 @@ pub fn lane_host(gateway: &Multiaddr, port: u16) -> Result<String, LaneError> {
 /// Dials a lane to `addr` (`host:port`) as node `node`, keyed with the `key` its gateway gave.
 pub async fn dial(addr: &str, node: PeerId, key: &LaneKey) -> Result<Lane, LaneError> {
     bounded(async {
-        let socket = TcpStream::connect(addr)
+        let mut socket = TcpStream::connect(addr)
             .await
             .map_err(|source| LaneError::Connect {
                 addr: addr.to_owned(),
                 source,
             })?;
         tune(&socket);
-        let mut socket = socket;
         let node_nonce = random_nonce()?;
         let id = node.to_bytes();
         let mut hello = Vec::with_capacity(1 + id.len() + HANDSHAKE_NONCE);
@@ -361,12 +346,11 @@ pub async fn dial(addr: &str, node: PeerId, key: &LaneKey) -> Result<Lane, LaneE
 /// Runs the handshake of a socket the gateway accepted: `key_of` gives the key of a node the
 /// gateway takes lanes from (and `None` for any other peer). Returns the node and its lane.
 pub async fn accept(
-    socket: TcpStream,
+    mut socket: TcpStream,
     key_of: impl Fn(&PeerId) -> Option<LaneKey>,
 ) -> Result<(PeerId, Lane), LaneError> {
     bounded(async {
         tune(&socket);
-        let mut socket = socket;
         let mut len = [0u8; 1];
         socket
             .read_exact(&mut len)
@@ -403,7 +387,7 @@ pub async fn accept(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{Request, Response};
+    use crate::protocol::{encode_header, Request, Response};
     use chunker::PieceId;
     use libp2p::identity::Keypair;
 

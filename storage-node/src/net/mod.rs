@@ -6,8 +6,8 @@
 //! Yamux ([`mux`]: large frames, bounded windows); or QUIC (`/udp/<port>/quic-v1` addresses:
 //! TLS 1.3 and streams built in, one UDP port, friendlier to NAT hole punching). A host listens and dials on whichever its addresses name.
 //! Connections stay up while idle (a node behind NAT must keep the connection it opened), and
-//! `ping` detects dead peers. Piece bytes travel on [`lane`]s, TLS connections of their own
-//! beside the libp2p connection, when the gateway offers them.
+//! `ping` detects dead peers. Piece bytes travel on [`lane`]s, node-dialed TCP connections of
+//! their own beside the libp2p connection, when the gateway offers them.
 
 use std::collections::HashSet;
 use std::time::Duration;
