@@ -435,6 +435,33 @@ impl NodeService {
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// The pause before a retry: `FIRST_BACKOFF`, doubling to `MAX_BACKOFF`.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Self {
+        Backoff(FIRST_BACKOFF)
+    }
+
+    fn reset(&mut self) {
+        self.0 = FIRST_BACKOFF;
+    }
+
+    /// Waits out the pause, or until `wake` (which also resets it); `false` once `cancel` fires.
+    async fn wait(
+        &mut self,
+        cancel: &CancellationToken,
+        wake: impl std::future::Future<Output = ()>,
+    ) -> bool {
+        tokio::select! {
+            () = tokio::time::sleep(self.0) => self.0 = (self.0 * 2).min(MAX_BACKOFF),
+            () = wake => self.reset(),
+            () = cancel.cancelled() => return false,
+        }
+        true
+    }
+}
+
 /// Keeps the node registered with one gateway until `cancel` fires: dials it (the node's own
 /// connection is what a node behind NAT is reached through), sends a registration, repeats it
 /// at the heartbeat the gateway asks for, and starts over with backoff when anything fails.
@@ -456,19 +483,17 @@ pub async fn keep_registered(
             cancel.clone(),
         ));
     }
-    let mut backoff = FIRST_BACKOFF;
+    let mut backoff = Backoff::new();
     while !cancel.is_cancelled() {
         match register_once(&host, &gateway, &registration, &offers, &cancel).await {
-            Ok(()) => backoff = FIRST_BACKOFF,
+            Ok(()) => backoff.reset(),
             Err(e) => {
-                tracing::warn!(gateway = %gateway.peer, error = %e, "registration failed; retrying in {backoff:?}")
+                tracing::warn!(gateway = %gateway.peer, error = %e, "registration failed; retrying in {:?}", backoff.0)
             }
         }
-        tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
-            () = cancel.cancelled() => return,
+        if !backoff.wait(&cancel, std::future::pending()).await {
+            return;
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
@@ -531,16 +556,18 @@ async fn keep_lane(
     cancel: CancellationToken,
 ) {
     let me = service.keypair.public().to_peer_id();
-    let mut backoff = FIRST_BACKOFF;
+    let mut backoff = Backoff::new();
     loop {
         let offer = tokio::select! {
             offer = offered.wait_for(|o| o.is_some_and(|o| index < o.count)) => match offer {
-                Ok(offer) => *offer,
+                Ok(offer) => match *offer {
+                    Some(offer) => offer,
+                    None => continue,
+                },
                 Err(_) => return, // registration has stopped
             },
             () = cancel.cancelled() => return,
         };
-        let Some(offer) = offer else { continue };
         if let Ok(permit) = service.streams.clone().try_acquire_owned() {
             let dialed = match lane::lane_host(&gateway.addr, offer.port) {
                 Ok(addr) => lane::dial(&addr, me, &offer.key).await,
@@ -553,7 +580,7 @@ async fn keep_lane(
                     service.serve_stream(gateway.peer, lane, &cancel).await;
                     service.counters.lanes_up.fetch_sub(1, Ordering::Relaxed);
                     if up.elapsed() > MAX_BACKOFF {
-                        backoff = FIRST_BACKOFF;
+                        backoff.reset();
                     }
                 }
                 // The first lane speaks for all (a closed port, a firewall): once per backoff.
@@ -568,11 +595,11 @@ async fn keep_lane(
         }
         // A new offer (the gateway restarted: a new port or key) is tried at once.
         offered.mark_unchanged();
-        tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
-            _ = offered.changed() => backoff = FIRST_BACKOFF,
-            () = cancel.cancelled() => return,
+        let changed = async {
+            let _ = offered.changed().await;
+        };
+        if !backoff.wait(&cancel, changed).await {
+            return;
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
