@@ -112,18 +112,34 @@ async fn gateway_with(listen: &str, lanes: Option<(u8, bool)>) -> Gateway {
     }
 }
 
-/// Waits until `client` pools `count` lanes to `node`.
-async fn wait_lanes(client: &NodeClient, node: &PeerId, count: usize) {
+/// Waits (up to 10 s) until `holds`; false if it never did.
+async fn eventually(holds: impl Fn() -> bool) -> bool {
     for _ in 0..200 {
-        if client.idle_lanes(node) == count {
-            return;
+        if holds() {
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!(
+    holds()
+}
+
+/// Waits until `client` pools `count` lanes to `node`.
+async fn wait_lanes(client: &NodeClient, node: &PeerId, count: usize) {
+    let pooled = || client.idle_lanes(node);
+    assert!(
+        eventually(|| pooled() == count).await,
         "{} lanes to {node} pooled, not {count}",
-        client.idle_lanes(node)
+        pooled()
     );
+}
+
+/// Pings `peer` through `client`; the answer must carry `nonce`.
+async fn ping(client: &NodeClient, peer: PeerId, nonce: u64) {
+    let (answer, _) = client
+        .call(peer, &Request::Ping { nonce }, &[], T)
+        .await
+        .unwrap();
+    assert_eq!(answer, Response::Pong { nonce });
 }
 
 struct Node {
@@ -247,13 +263,11 @@ async fn every_message_travels_on_the_lanes_the_node_dialed() {
     wait_lanes(&gw.client, &n.peer, 3).await;
     // The node counts a lane once it has the gateway's proof, a moment after the gateway.
     let lanes_up = || n.service.counters.lanes_up.load(Ordering::SeqCst);
-    for _ in 0..100 {
-        if lanes_up() == 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(lanes_up(), 3);
+    assert!(
+        eventually(|| lanes_up() == 3).await,
+        "{} lanes up",
+        lanes_up()
+    );
     every_message(&gw, &n).await;
     // No stream was needed. The lane the refused put went on was closed (the node closes a
     // stream after refusing a request); the node dials it again.
@@ -286,21 +300,10 @@ async fn a_gateway_keeps_no_lane_from_a_peer_it_does_not_admit() {
     let gw = gateway_with("/ip4/127.0.0.1/tcp/0", Some((4, false))).await;
     let n = node(&gw, 1 << 20).await;
     wait_registered(&gw, &n.peer).await;
-    for _ in 0..200 {
-        if gw.lanes_judged.load(Ordering::SeqCst) >= 4 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(gw.lanes_judged.load(Ordering::SeqCst) >= 4);
+    assert!(eventually(|| gw.lanes_judged.load(Ordering::SeqCst) >= 4).await);
     assert_eq!(gw.client.idle_lanes(&n.peer), 0);
     // Orders still reach the node, on streams.
-    let (answer, _) = gw
-        .client
-        .call(n.peer, &Request::Ping { nonce: 1 }, &[], T)
-        .await
-        .unwrap();
-    assert_eq!(answer, Response::Pong { nonce: 1 });
+    ping(&gw.client, n.peer, 1).await;
     n.cancel.cancel();
 }
 
@@ -323,21 +326,11 @@ async fn a_restarted_node_is_reached_past_its_dead_lanes_and_dials_new_ones() {
     .await;
     wait_registered(&gw, &again.peer).await;
     // The old lanes are dead: calls skip them (found closed, or failing and retried).
-    let (answer, _) = gw
-        .client
-        .call(again.peer, &Request::Ping { nonce: 5 }, &[], T)
-        .await
-        .unwrap();
-    assert_eq!(answer, Response::Pong { nonce: 5 });
+    ping(&gw.client, again.peer, 5).await;
     // The node's new lanes replace the dead ones in the pool, and calls take them.
     wait_lanes(&gw.client, &again.peer, 4).await;
     for nonce in 0..8 {
-        let (answer, _) = gw
-            .client
-            .call(again.peer, &Request::Ping { nonce }, &[], T)
-            .await
-            .unwrap();
-        assert_eq!(answer, Response::Pong { nonce });
+        ping(&gw.client, again.peer, nonce).await;
     }
     assert_eq!(gw.client.idle_lanes(&again.peer), 4);
     again.cancel.cancel();
@@ -614,11 +607,7 @@ async fn a_restarted_node_is_reached_on_fresh_streams_not_the_dead_pooled_ones()
 
     // Every pooled stream is dead; the first call finds out and the rest of the pool goes.
     for nonce in 0..3 {
-        let (answer, _) = client
-            .call(again.peer, &Request::Ping { nonce }, &[], T)
-            .await
-            .unwrap();
-        assert_eq!(answer, Response::Pong { nonce });
+        ping(&client, again.peer, nonce).await;
     }
     again.cancel.cancel();
 }
