@@ -1,5 +1,6 @@
 //! What the process tests share: starting `gateway dev` on a data directory, reading its
-//! `cluster.json`, an S3 client for it, and signalling processes by pid.
+//! `cluster.json`, an S3 client for it, an upload that stays in flight, and signalling processes
+//! by pid.
 
 #![allow(clippy::unwrap_used, dead_code)]
 
@@ -9,6 +10,8 @@ use std::time::Duration;
 
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use rustix::process::Pid;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::task::JoinHandle;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_gateway");
 
@@ -78,6 +81,57 @@ pub fn client(cluster: &serde_json::Value) -> aws_sdk_s3::Client {
         .force_path_style(true)
         .build();
     aws_sdk_s3::Client::from_conf(config)
+}
+
+/// Starts a PUT of `body` to `bucket/key` (presigned, over a raw connection) that announces the
+/// whole body, sends only its first `sent` bytes and then waits: an upload that cannot finish,
+/// however fast the network, until something kills the connection. The task returns whatever
+/// the gateway answered by then (nothing, when the gateway died first).
+pub async fn stalled_upload(
+    s3: &aws_sdk_s3::Client,
+    cluster: &serde_json::Value,
+    bucket: &str,
+    key: &str,
+    body: Vec<u8>,
+    sent: usize,
+) -> JoinHandle<String> {
+    assert!(
+        sent < body.len(),
+        "a stalled upload leaves part of its body unsent"
+    );
+    let presigned = s3
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .presigned(
+            aws_sdk_s3::presigning::PresigningConfig::expires_in(Duration::from_secs(3600))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let uri: axum::http::Uri = presigned.uri().parse().unwrap();
+    let addr = cluster["endpoint"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .to_string();
+    let head = format!(
+        "PUT {} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n",
+        uri.path_and_query().unwrap(),
+        body.len()
+    );
+    tokio::spawn(async move {
+        let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let sending = async {
+            conn.write_all(head.as_bytes()).await?;
+            conn.write_all(&body[..sent]).await
+        };
+        // A write cut off by the kill ends here too; the answer, if any, is still read.
+        let _ = sending.await;
+        let mut answer = Vec::new();
+        let _ = conn.read_to_end(&mut answer).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    })
 }
 
 pub fn pid(raw: u32) -> Pid {
