@@ -276,12 +276,15 @@ pub struct Gathered {
 }
 
 /// Fetches whole pieces of `seg` in `order` (starting `width` at once, at least `k`, one more
-/// for each that fails) until `k` of them match their ids, or `order` runs out.
+/// for each that fails) until `k` of them match their ids, or `order` runs out. With
+/// `hedge_after`, a spare fetch also starts whenever none has finished for that long, so a
+/// node that hangs (connected, but silent) costs one hedge delay, not its call timeout.
 pub async fn gather_verified(
     net: &dyn PieceNet,
     seg: &SegmentRecord,
     order: Vec<usize>,
     width: usize,
+    hedge_after: Option<Duration>,
 ) -> Gathered {
     let k = seg.params.k();
     let mut order = order.into_iter();
@@ -314,7 +317,20 @@ pub async fn gather_verified(
         }
     };
     let mut inflight: FuturesUnordered<_> = order.by_ref().take(width.max(k)).map(fetch).collect();
-    while let Some((i, result)) = inflight.next().await {
+    loop {
+        let next = match hedge_after {
+            Some(after) if !order.as_slice().is_empty() => {
+                match tokio::time::timeout(after, inflight.next()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        inflight.extend(order.next().map(fetch));
+                        continue;
+                    }
+                }
+            }
+            _ => inflight.next().await,
+        };
+        let Some((i, result)) = next else { break };
         match result {
             Ok(bytes) => {
                 out.pieces[i] = Some(bytes);

@@ -483,7 +483,7 @@ impl Repairer {
         // Whole pieces from healthy holders, online ones first, until k verify.
         let mut order: Vec<usize> = (0..seg.pieces.len()).filter(|&i| healthy[i]).collect();
         order.sort_by_key(|&i| self.nodes.online_holder(&seg.pieces[i]).is_none());
-        let gathered = gather_verified(self.net.as_ref(), seg, order, k).await;
+        let gathered = gather_verified(self.net.as_ref(), seg, order, k, None).await;
         let fetched: u64 = gathered
             .pieces
             .iter()

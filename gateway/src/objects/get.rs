@@ -193,7 +193,8 @@ impl SegmentReader {
     }
 
     /// Fetches whole pieces until `k` verify against their ids, then decodes.
-    /// Starts with `width` (≥ k) fetches at once, more as fetches fail.
+    /// Starts with `width` (≥ k) fetches at once, more as fetches fail or (a hedge) when none
+    /// has answered for `hedge_after`.
     async fn read_degraded(
         &self,
         seg: &SegmentRecord,
@@ -208,7 +209,8 @@ impl SegmentReader {
             .filter(|&i| self.nodes.online_holder(&seg.pieces[i]).is_some())
             .collect();
         let offline = seg.pieces.len() - order.len();
-        let gathered = gather_verified(self.net.as_ref(), seg, order, width).await;
+        let gathered =
+            gather_verified(self.net.as_ref(), seg, order, width, Some(self.hedge_after)).await;
         for (i, reason) in &gathered.damaged {
             self.report_bad(&seg.pieces[*i], &format!("read: {reason}"));
         }
