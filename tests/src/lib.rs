@@ -2,11 +2,13 @@
 //!
 //! [`Cluster`] starts a real gateway (S3 on an ephemeral port, libp2p on another) and real
 //! storage nodes (each its own libp2p host, rocksdb store and piece directory) in this process,
-//! and hands out an `aws-sdk-s3` client signed with a real access key. Nodes can be stopped and
-//! their piece files damaged to test failure paths.
+//! and hands out an `aws-sdk-s3` client signed with a real access key. Nodes can be stopped,
+//! their piece files damaged and their stores made to misbehave ([`faulty::Fault`]) to test
+//! failure paths.
 
 #![allow(clippy::unwrap_used)]
 
+pub mod faulty;
 pub mod remote;
 
 use std::path::{Path, PathBuf};

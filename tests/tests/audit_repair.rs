@@ -5,20 +5,15 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::ops::Range;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
 use chunker::manifest::Body;
-use chunker::{Challenge, PieceId, Proof};
 use gateway::config::RawConfig;
 use gateway::meta::Verdict;
 use gateway::nodes::node_id;
 use gateway::reputation::NodeState;
-use storage_node::store::{
-    DiskStore, PieceInfo, PieceStore, PutOutcome, ScrubResult, StoreError, StoreStats,
-};
+use tests::faulty::Fault;
 use tests::{test_bytes, Cluster};
 
 /// Fast audits and repair for tests.
@@ -111,41 +106,6 @@ fn state(cluster: &Cluster, i: usize) -> NodeState {
     cluster.gateway.nodes.state(&cluster.nodes[i].peer)
 }
 
-/// A node that forges proofs: it answers every challenge from its real store, with one bit of
-/// the first chunk flipped.
-struct Forger(Arc<DiskStore>);
-
-impl PieceStore for Forger {
-    fn put(&self, id: PieceId, data: &[u8]) -> Result<PutOutcome, StoreError> {
-        self.0.put(id, data)
-    }
-    fn get(&self, id: &PieceId, range: Option<Range<u64>>) -> Result<Vec<u8>, StoreError> {
-        self.0.get(id, range)
-    }
-    fn delete(&self, id: &PieceId) -> Result<bool, StoreError> {
-        self.0.delete(id)
-    }
-    fn info(&self, id: &PieceId) -> Result<Option<PieceInfo>, StoreError> {
-        self.0.info(id)
-    }
-    fn list(&self, after: Option<PieceId>, limit: usize) -> Result<Vec<PieceInfo>, StoreError> {
-        self.0.list(after, limit)
-    }
-    fn prove(&self, challenge: &Challenge) -> Result<Proof, StoreError> {
-        let mut proof = self.0.prove(challenge)?;
-        if let Some(byte) = proof.chunks.first_mut().and_then(|c| c.data.first_mut()) {
-            *byte ^= 1;
-        }
-        Ok(proof)
-    }
-    fn scrub(&self, id: &PieceId, now_ms: u64) -> Result<ScrubResult, StoreError> {
-        self.0.scrub(id, now_ms)
-    }
-    fn stats(&self) -> StoreStats {
-        self.0.stats()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn misbehaving_nodes_are_caught_disqualified_and_repaired_around() {
     let mut cluster = Cluster::start(10, fast).await;
@@ -200,7 +160,7 @@ async fn misbehaving_nodes_are_caught_disqualified_and_repaired_around() {
 
     // 3. Node 2 comes back forging its proofs: every answer fails verification.
     cluster.stop_node(2).await;
-    cluster.nodes[2].wrap = Some(Arc::new(|store| Arc::new(Forger(store))));
+    cluster.nodes[2].wrap = Some(Fault::ForgeProofs.wrap());
     cluster.start_node(2);
     wait_for("node 2 disqualified", Duration::from_secs(30), || {
         state(&cluster, 2) == NodeState::Disqualified

@@ -4,18 +4,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
 use chunker::manifest::{Body, PieceLocation};
-use chunker::{Challenge, PieceId, Proof};
 use gateway::nodes::node_id;
-use storage_node::store::{
-    DiskStore, PieceInfo, PieceStore, PutOutcome, ScrubResult, StoreError, StoreStats,
-};
+use tests::faulty::Fault;
 use tests::{test_bytes, Cluster};
 
 async fn get(s3: &aws_sdk_s3::Client, key: &str) -> Result<Vec<u8>, String> {
@@ -92,44 +88,6 @@ async fn reads_survive_m_lost_nodes_and_fail_cleanly_beyond() {
     cluster.stop().await;
 }
 
-/// A node whose disk hangs on reads while `hold` is set (at most a minute): it stays connected
-/// and registered, and answers nothing else late.
-struct HungReads {
-    store: Arc<DiskStore>,
-    hold: Arc<AtomicBool>,
-}
-
-impl PieceStore for HungReads {
-    fn put(&self, id: PieceId, data: &[u8]) -> Result<PutOutcome, StoreError> {
-        self.store.put(id, data)
-    }
-    fn get(&self, id: &PieceId, range: Option<Range<u64>>) -> Result<Vec<u8>, StoreError> {
-        let since = Instant::now();
-        while self.hold.load(Ordering::SeqCst) && since.elapsed() < Duration::from_secs(60) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.store.get(id, range)
-    }
-    fn delete(&self, id: &PieceId) -> Result<bool, StoreError> {
-        self.store.delete(id)
-    }
-    fn info(&self, id: &PieceId) -> Result<Option<PieceInfo>, StoreError> {
-        self.store.info(id)
-    }
-    fn list(&self, after: Option<PieceId>, limit: usize) -> Result<Vec<PieceInfo>, StoreError> {
-        self.store.list(after, limit)
-    }
-    fn prove(&self, challenge: &Challenge) -> Result<Proof, StoreError> {
-        self.store.prove(challenge)
-    }
-    fn scrub(&self, id: &PieceId, now_ms: u64) -> Result<ScrubResult, StoreError> {
-        self.store.scrub(id, now_ms)
-    }
-    fn stats(&self) -> StoreStats {
-        self.store.stats()
-    }
-}
-
 /// A segment whose data piece 1 is lost reads from parity at once; if the node of data piece 0
 /// hangs meanwhile, the read asks a spare node after the hedge delay rather than waiting out
 /// the hung node's call timeout (60 s here).
@@ -169,13 +127,7 @@ async fn a_read_hedges_past_a_hung_node_when_another_piece_is_lost() {
 
     let hold = Arc::new(AtomicBool::new(true));
     cluster.stop_node(hung).await;
-    let held = hold.clone();
-    cluster.nodes[hung].wrap = Some(Arc::new(move |store| {
-        Arc::new(HungReads {
-            store,
-            hold: held.clone(),
-        })
-    }));
+    cluster.nodes[hung].wrap = Some(Fault::HangReads(hold.clone()).wrap());
     cluster.start_node(hung);
     cluster.wait_online(6).await;
 
