@@ -318,17 +318,17 @@ pub async fn gather_verified(
     };
     let mut inflight: FuturesUnordered<_> = order.by_ref().take(width.max(k)).map(fetch).collect();
     loop {
-        let next = match hedge_after {
-            Some(after) if !order.as_slice().is_empty() => {
-                match tokio::time::timeout(after, inflight.next()).await {
-                    Ok(next) => next,
-                    Err(_) => {
-                        inflight.extend(order.next().map(fetch));
-                        continue;
-                    }
+        // While pieces are left to ask, a silence of `hedge_after` starts a spare fetch.
+        let hedge = hedge_after.filter(|_| !order.as_slice().is_empty());
+        let next = match hedge {
+            Some(after) => match tokio::time::timeout(after, inflight.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    inflight.extend(order.next().map(fetch));
+                    continue;
                 }
-            }
-            _ => inflight.next().await,
+            },
+            None => inflight.next().await,
         };
         let Some((i, result)) = next else { break };
         match result {
