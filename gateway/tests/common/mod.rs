@@ -26,10 +26,26 @@ pub fn storage_node_bin() -> PathBuf {
     path
 }
 
-/// A port that was free a moment ago (`gateway dev` also uses the next one, +10 and +100…).
+/// A port for `gateway dev`'s S3 endpoint. It also takes the next one (admin) and +10 (libp2p,
+/// TCP or UDP), so all of them must be free, and they are picked below the kernel's ephemeral
+/// range (32768 up): a port the system hands out, for another test's listener or connection,
+/// could otherwise take one of them before the gateway binds it.
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+    use std::hash::{BuildHasher, Hasher};
+    let free = |port: u16| {
+        std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+    };
+    for _ in 0..1000 {
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let port = 20_000 + (random % 12_000) as u16;
+        if [port, port + 1, port + 10].into_iter().all(free) {
+            return port;
+        }
+    }
+    panic!("no free ports for gateway dev");
 }
 
 /// Starts `gateway dev` with `nodes` nodes; `env` reaches the gateway and, inherited, its nodes
