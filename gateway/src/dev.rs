@@ -91,7 +91,10 @@ pub async fn run(opts: DevOptions, cancel: CancellationToken) -> anyhow::Result<
         )
     };
     raw.p2p_listen = vec![p2p_listen];
-    raw.lane_listen = format!("127.0.0.1:{}", port.wrapping_add(11));
+    // Lanes on a port of the system's choosing: nodes learn it in every registration reply,
+    // so unlike the libp2p port (which node.toml names) it need not survive a restart, and a
+    // fixed port next to the others could be taken.
+    raw.lane_listen = "127.0.0.1:0".to_string();
     let config = raw.validate()?;
     if config.params.total() > opts.nodes {
         bail!(
