@@ -161,7 +161,7 @@ async fn receive_pieces<S: futures::AsyncRead + futures::AsyncWrite + Unpin>(mut
 async fn receiver(listen: Multiaddr, protocol: StreamProtocol) -> (net::HostHandle, Multiaddr) {
     let host = net::spawn(Keypair::generate_ed25519()).unwrap();
     host.listen(listen).await.unwrap();
-    let addr = host.listen_addrs(Duration::from_secs(5)).await.remove(0);
+    let addr = host.listen_addrs(1, Duration::from_secs(5)).await.remove(0);
     let mut incoming = host.control().accept(protocol).unwrap();
     tokio::spawn(async move {
         while let Some((_, stream)) = incoming.next().await {

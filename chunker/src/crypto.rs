@@ -3,8 +3,9 @@
 //!
 //! Every block of every segment has its own nonce, derived from where it sits: `(stream, segment,
 //! block)`, each a big-endian `u32`. A *stream* is one independently uploaded byte stream of an
-//! object (0 for a plain PUT, the part number for a multipart part), so nonces never repeat under
-//! one data key, and any block can be opened on its own for a range read. A block moved to
+//! object (0 for a plain PUT, which has a data key of its own; for a multipart upload, a number
+//! handed out once per part attempt), so nonces never repeat under one data key, and any block
+//! can be opened on its own for a range read. A block moved to
 //! another position, another segment or another object fails authentication.
 
 use std::fmt;

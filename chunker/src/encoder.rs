@@ -29,7 +29,7 @@ pub struct EncodedSegment {
 }
 
 impl EncodedSegment {
-    /// The stream (0 for a plain upload, the part number of a multipart part).
+    /// The stream (0 for a plain upload, the number a multipart part attempt was handed).
     pub fn stream(&self) -> u32 {
         self.stream
     }

@@ -7,6 +7,7 @@
 //! `GATEWAY_HEARTBEAT=2s`); list fields take comma-separated values. `gateway dev` passes the
 //! variables it was started with on to the gateway it runs.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,9 +19,17 @@ use serde::{Deserialize, Serialize};
 use storage_node::units::{parse_duration, parse_size};
 
 use crate::audit::AuditConfig;
+use crate::gc::GcConfig;
 use crate::mirror::MirrorConfig;
+use crate::nodes::Admission;
+use crate::placement::Rules;
 use crate::repair::RepairConfig;
 use crate::reputation::Policy;
+use crate::serve::Limits;
+
+/// Connections the admin port holds at once (a quarter of them from one address): it serves
+/// operators and monitoring, not crowds.
+const ADMIN_CONNECTIONS: usize = 256;
 
 /// Prefix of the environment variables that override fields.
 pub const ENV_PREFIX: &str = "GATEWAY_";
@@ -68,10 +77,29 @@ pub struct RawConfig {
     pub heartbeat: String,
     /// Node ids allowed to register. Empty: any node with a valid identity may join.
     pub allowed_nodes: Vec<String>,
+    /// Nodes the operator vouches for, as `<node id>=<failure domain>` (e.g.
+    /// `12D3KooW…=home/rack1`): their domains are believed and spread over. Every other node is a
+    /// stranger, placed by the network its connection comes from.
+    pub trusted_nodes: Vec<String>,
+    /// Most pieces of one segment on strangers in one observed network (/24 of IPv4, /48 of
+    /// IPv6).
+    pub max_pieces_per_network: usize,
+    /// Share of new segments in which one stranger still in vetting gets a piece (0 ..= 1).
+    pub unvetted_share: f64,
     /// S3 requests served at once; more get `SlowDown`.
     pub max_requests: usize,
+    /// Connections the S3 port holds open at once; more are closed as they arrive.
+    pub max_connections: usize,
+    /// Connections the S3 port holds open at once from one client address.
+    pub max_connections_per_client: usize,
+    /// Time a client has to send a request head, which is also how long an idle keep-alive
+    /// connection may wait for its next request (S3 and admin ports).
+    pub header_timeout: String,
     /// How often the delete queue is pushed to nodes.
     pub gc_interval: String,
+    /// How long the pieces of an overwritten, deleted, repaired or tiered object stay on their
+    /// nodes, so reads that began before the change can finish (0s: deleted at the next pass).
+    pub delete_grace: String,
     /// Multipart uploads neither completed nor aborted within this time are aborted.
     pub upload_ttl: String,
     /// Every node is challenged at least once per interval.
@@ -136,8 +164,15 @@ impl Default for RawConfig {
             body_timeout: "30s".into(),
             heartbeat: "10s".into(),
             allowed_nodes: Vec::new(),
+            trusted_nodes: Vec::new(),
+            max_pieces_per_network: 1,
+            unvetted_share: 0.05,
             max_requests: 64,
+            max_connections: 4096,
+            max_connections_per_client: 512,
+            header_timeout: "20s".into(),
             gc_interval: "10s".into(),
+            delete_grace: "5m".into(),
             upload_ttl: "7d".into(),
             audit_interval: "30s".into(),
             audit_deadline: "10s".into(),
@@ -180,10 +215,11 @@ pub struct Config {
     pub hedge_after: Duration,
     pub body_timeout: Duration,
     pub heartbeat: Duration,
-    pub allowed_nodes: Vec<PeerId>,
+    pub admission: Admission,
     pub max_requests: usize,
-    pub gc_interval: Duration,
-    pub upload_ttl: Duration,
+    pub s3_limits: Limits,
+    pub admin_limits: Limits,
+    pub gc: GcConfig,
     pub audit: AuditConfig,
     pub policy: Policy,
     pub repair: RepairConfig,
@@ -257,6 +293,9 @@ impl RawConfig {
         if self.max_requests == 0 {
             bail!("max_requests: at least 1");
         }
+        if self.max_connections == 0 || self.max_connections_per_client == 0 {
+            bail!("max_connections, max_connections_per_client: at least 1");
+        }
         if !(1..=storage_node::protocol::MAX_LANES).contains(&self.lanes_per_node) {
             bail!(
                 "lanes_per_node: 1 ..= {}",
@@ -318,17 +357,23 @@ impl RawConfig {
             hedge_after: duration("hedge_after", &self.hedge_after)?,
             body_timeout: duration("body_timeout", &self.body_timeout)?,
             heartbeat: duration("heartbeat", &self.heartbeat)?,
-            allowed_nodes: self
-                .allowed_nodes
-                .iter()
-                .map(|n| {
-                    n.parse()
-                        .with_context(|| format!("allowed_nodes: {n:?} is not a node id"))
-                })
-                .collect::<anyhow::Result<_>>()?,
+            admission: self.admission()?,
             max_requests: self.max_requests,
-            gc_interval: duration("gc_interval", &self.gc_interval)?,
-            upload_ttl: duration("upload_ttl", &self.upload_ttl)?,
+            s3_limits: Limits {
+                connections: self.max_connections,
+                per_address: self.max_connections_per_client,
+                header_timeout: duration("header_timeout", &self.header_timeout)?,
+            },
+            admin_limits: Limits {
+                connections: ADMIN_CONNECTIONS,
+                per_address: ADMIN_CONNECTIONS / 4,
+                header_timeout: duration("header_timeout", &self.header_timeout)?,
+            },
+            gc: GcConfig {
+                interval: duration("gc_interval", &self.gc_interval)?,
+                upload_ttl: duration("upload_ttl", &self.upload_ttl)?,
+                grace: parse_duration(&self.delete_grace).context("delete_grace")?,
+            },
             audit: AuditConfig {
                 interval: duration("audit_interval", &self.audit_interval)?,
                 deadline: duration("audit_deadline", &self.audit_deadline)?,
@@ -370,6 +415,46 @@ impl RawConfig {
                     bail!("ledger_retention: at least one ledger_period");
                 }
                 LedgerConfig { period, retention }
+            },
+        })
+    }
+
+    fn admission(&self) -> anyhow::Result<Admission> {
+        let allowed = self
+            .allowed_nodes
+            .iter()
+            .map(|n| {
+                n.parse()
+                    .with_context(|| format!("allowed_nodes: {n:?} is not a node id"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let mut trusted = BTreeMap::new();
+        for entry in &self.trusted_nodes {
+            let Some((id, domain)) = entry.split_once('=') else {
+                bail!("trusted_nodes: {entry:?} is not <node id>=<failure domain>");
+            };
+            let peer: PeerId = id
+                .trim()
+                .parse()
+                .with_context(|| format!("trusted_nodes: {id:?} is not a node id"))?;
+            let domain = domain.trim();
+            if domain.is_empty() {
+                bail!("trusted_nodes: {entry:?} names no failure domain");
+            }
+            trusted.insert(peer, domain.to_string());
+        }
+        if self.max_pieces_per_network == 0 {
+            bail!("max_pieces_per_network: at least 1");
+        }
+        if !(0.0..=1.0).contains(&self.unvetted_share) {
+            bail!("unvetted_share: between 0 and 1");
+        }
+        Ok(Admission {
+            allowed,
+            trusted,
+            rules: Rules {
+                per_network: self.max_pieces_per_network,
+                unvetted_share: self.unvetted_share,
             },
         })
     }
@@ -463,7 +548,11 @@ mod tests {
     #[test]
     fn bad_fields_are_named() {
         type Breaker = fn(&mut RawConfig);
-        let cases: [(Breaker, &str); 9] = [
+        let cases: [(Breaker, &str); 13] = [
+            (|c| c.trusted_nodes = vec!["nope".into()], "trusted_nodes"),
+            (|c| c.trusted_nodes = vec!["nope=a".into()], "trusted_nodes"),
+            (|c| c.max_pieces_per_network = 0, "max_pieces_per_network"),
+            (|c| c.unvetted_share = 1.5, "unvetted_share"),
             (|c| c.repair_margin = 3, "repair_margin"),
             (|c| c.reputation_lambda = 1.0, "reputation_lambda"),
             (|c| c.write_quorum = 4, "write_quorum"),
@@ -480,6 +569,27 @@ mod tests {
             let err = format!("{:#}", raw.validate().unwrap_err());
             assert!(err.contains(field), "{err}");
         }
+    }
+
+    #[test]
+    fn trusted_nodes_name_a_node_and_a_domain() {
+        let id = "12D3KooWEyoppNCUx8Yx66oV9fJnriXwCcXwDDUA2kj6vnc6iDEp";
+        let raw = RawConfig {
+            trusted_nodes: vec![format!("{id} = home/rack1")],
+            ..RawConfig::default()
+        };
+        let c = raw.validate().unwrap();
+        let peer: PeerId = id.parse().unwrap();
+        assert_eq!(
+            c.admission.trusted.get(&peer).map(String::as_str),
+            Some("home/rack1")
+        );
+        assert_eq!(c.admission.rules, Rules::default());
+        let raw = RawConfig {
+            trusted_nodes: vec![format!("{id}=")],
+            ..RawConfig::default()
+        };
+        assert!(raw.validate().is_err());
     }
 
     #[test]

@@ -120,6 +120,7 @@ pub async fn run(opts: DevOptions, cancel: CancellationToken) -> anyhow::Result<
     let started = start_nodes(
         &binary,
         &data,
+        &gateway,
         &gateway_addr,
         node_listen,
         opts.nodes,
@@ -188,8 +189,11 @@ pub async fn run(opts: DevOptions, cancel: CancellationToken) -> anyhow::Result<
         nodes,
     };
     let cluster_path = data.join("cluster.json");
-    std::fs::write(&cluster_path, serde_json::to_string_pretty(&cluster)?)
-        .with_context(|| format!("write {}", cluster_path.display()))?;
+    // It holds a secret key and the admin token: owner-only, like the token file itself.
+    crate::secrets::write_private(
+        &cluster_path,
+        serde_json::to_string_pretty(&cluster)?.as_bytes(),
+    )?;
 
     eprintln!(
         "\nlocal network up: gateway + {n} storage nodes\n\
@@ -219,9 +223,13 @@ fn dev_key(gateway: &Gateway) -> anyhow::Result<(String, String)> {
     Ok((key.id, key.secret))
 }
 
+/// Initializes (on the first run) and starts the nodes. The gateway vouches for each, as an
+/// operator lists their own nodes in `trusted_nodes`: they share one loopback address, which
+/// would make strangers one failure domain.
 async fn start_nodes(
     binary: &Path,
     data: &Path,
+    gateway: &Gateway,
     gateway_addr: &str,
     listen: &str,
     count: usize,
@@ -254,6 +262,11 @@ async fn start_nodes(
                 );
             }
         }
+        let peer = storage_node::identity::load(&dir)
+            .with_context(|| format!("read the identity in {}", dir.display()))?
+            .public()
+            .to_peer_id();
+        gateway.nodes.trust(peer, &format!("dev/node-{i}"));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

@@ -45,6 +45,7 @@ pub fn create(meta: &Meta, master: &MasterKey, description: &str) -> Result<NewK
             secret: master.wrap(&material)?,
             created_ms: now_ms(),
             description: description.to_string(),
+            disabled: false,
         },
     )?;
     Ok(NewKey { id, secret })
@@ -57,4 +58,15 @@ pub fn secret(master: &MasterKey, record: &AccessKeyRecord) -> Result<String, Ke
 
 fn secret_text(material: &DataKey) -> String {
     hex(&material.to_bytes()[..20])
+}
+
+/// Disables (or enables again) a key; `false` if there is no such key. Effective for the next
+/// request: every request looks its key up.
+pub fn set_disabled(meta: &Meta, id: &str, disabled: bool) -> Result<bool, KeyError> {
+    let Some(mut record) = meta.access_key(id)? else {
+        return Ok(false);
+    };
+    record.disabled = disabled;
+    meta.put_access_key(id, &record)?;
+    Ok(true)
 }

@@ -17,7 +17,8 @@
 //!   by the node and countersigned here.
 //! - [`admin`]: `/health`, `/metrics` ([`metrics`]) and the token-protected admin API
 //!   (`gateway status` reads it).
-//! - [`server`]: the composition root; [`dev`]: a whole local network in one command.
+//! - [`server`]: the composition root; [`serve`]: HTTP listeners with connection limits and
+//!   request-head deadlines; [`dev`]: a whole local network in one command.
 //! - [`config`], [`secrets`], [`keys`]: configuration, the master key and identity, access keys.
 
 pub mod admin;
@@ -41,6 +42,7 @@ pub mod repair;
 pub mod reputation;
 pub mod s3;
 pub mod secrets;
+pub mod serve;
 pub mod server;
 pub mod tier;
 pub mod time;

@@ -96,7 +96,8 @@ enum Command {
         #[command(subcommand)]
         action: RemoteAction,
     },
-    /// Manage S3 access keys (while the gateway is stopped).
+    /// Manage S3 access keys and their bucket grants (through a running gateway's admin API,
+    /// effective at once; on the metadata directly while it is stopped).
     Keys {
         #[arg(long, env = "GATEWAY_CONFIG")]
         config: Option<PathBuf>,
@@ -200,10 +201,23 @@ enum KeyAction {
         #[arg(long, default_value = "")]
         description: String,
     },
-    /// List key ids.
+    /// List keys with their state and grants.
     List,
-    /// Delete a key.
+    /// Delete a key (and its grants).
     Delete { id: String },
+    /// Refuse a key's requests from now on (`InvalidAccessKeyId`), keeping it.
+    Disable { id: String },
+    /// Accept a disabled key again.
+    Enable { id: String },
+    /// Let KEY use BUCKET: `read` (list, get), `write` (also put, delete) or `owner` (also
+    /// configure and delete the bucket, grant others).
+    Grant {
+        bucket: String,
+        key: String,
+        grant: gateway::meta::Grant,
+    },
+    /// Take KEY's grant on BUCKET away.
+    Revoke { bucket: String, key: String },
 }
 
 fn init_logging() {
@@ -246,7 +260,9 @@ fn main() -> ExitCode {
                 .await
             })
         }),
-        Command::Keys { config, action } => keys(config, action),
+        Command::Keys { config, action } => {
+            runtime().and_then(|rt| rt.block_on(keys(config, action)))
+        }
         Command::Audit { config, action } => audit(config, action),
         Command::Ledger {
             config,
@@ -305,10 +321,9 @@ async fn status(config: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(());
     }
-    let health = if s.nodes_online >= s.segment_width {
-        "writable"
-    } else {
-        "NOT writable: fewer online nodes than pieces per segment"
+    let health = match &s.not_writable {
+        None => "writable".to_string(),
+        Some(why) => format!("NOT writable: {why}"),
     };
     println!(
         "nodes online  {} of {} ({health})\ncapacity      {} online, {} used, {} free\nbuckets       {}\ndelete queue  {} pieces\nrepair queue  {} objects, {} pieces known bad\n",
@@ -670,24 +685,33 @@ async fn remote(config: Option<PathBuf>, action: RemoteAction) -> anyhow::Result
 }
 
 fn admin_token(data_dir: &std::path::Path) -> anyhow::Result<String> {
-    let token = std::fs::read_to_string(data_dir.join(gateway::admin::TOKEN_FILE))
+    let token = gateway::secrets::read_private(&data_dir.join(gateway::admin::TOKEN_FILE))
         .context("read the admin token (has the gateway been started with this data_dir?)")?;
-    Ok(token.trim().to_string())
+    Ok(String::from_utf8_lossy(&token).trim().to_string())
 }
 
 #[allow(clippy::print_stdout)] // printing is this command's job
-fn keys(config: Option<PathBuf>, action: KeyAction) -> anyhow::Result<()> {
+async fn keys(config: Option<PathBuf>, action: KeyAction) -> anyhow::Result<()> {
     let config = RawConfig::load(config.as_deref())?.validate()?;
+    // A running gateway takes the change itself, so it holds from its next request.
+    if let Ok(token) = admin_token(&config.data_dir) {
+        if tokio::net::TcpStream::connect(config.admin_listen)
+            .await
+            .is_ok()
+        {
+            return keys_online(config.admin_listen, &token, action).await;
+        }
+    }
     let (meta, master) = open_state(&config.data_dir)
-        .context("open the metadata (is the gateway running? stop it first)")?;
+        .context("open the metadata (the gateway's admin endpoint did not answer)")?;
     match action {
         KeyAction::Create { description } => {
             let key = gateway::keys::create(&meta, &master, &description)?;
             println!("access key: {}\nsecret key: {}", key.id, key.secret);
         }
         KeyAction::List => {
-            for (id, record) in meta.access_keys()? {
-                println!("{id}\t{}", record.description);
+            for k in gateway::admin::keys::key_infos(&meta)? {
+                print_key(&k);
             }
         }
         KeyAction::Delete { id } => {
@@ -695,6 +719,114 @@ fn keys(config: Option<PathBuf>, action: KeyAction) -> anyhow::Result<()> {
                 anyhow::bail!("no access key {id}");
             }
             println!("deleted {id}");
+        }
+        KeyAction::Disable { id } => {
+            if !gateway::keys::set_disabled(&meta, &id, true)? {
+                anyhow::bail!("no access key {id}");
+            }
+            println!("disabled {id}");
+        }
+        KeyAction::Enable { id } => {
+            if !gateway::keys::set_disabled(&meta, &id, false)? {
+                anyhow::bail!("no access key {id}");
+            }
+            println!("enabled {id}");
+        }
+        KeyAction::Grant { bucket, key, grant } => {
+            if meta.access_key(&key)?.is_none() {
+                anyhow::bail!("no access key {key}");
+            }
+            meta.set_grant(&bucket, &key, Some(grant))?;
+            println!("{key} may {} {bucket}", grant.as_str());
+        }
+        KeyAction::Revoke { bucket, key } => {
+            meta.set_grant(&bucket, &key, None)?;
+            println!("{key} has no grant on {bucket}");
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)]
+fn print_key(k: &gateway::admin::keys::KeyInfo) {
+    let grants: Vec<String> = k
+        .grants
+        .iter()
+        .map(|(b, g)| format!("{b}:{}", g.as_str()))
+        .collect();
+    println!(
+        "{}\t{}\t{}\t{}",
+        k.id,
+        if k.disabled { "disabled" } else { "enabled" },
+        if grants.is_empty() {
+            "-".to_string()
+        } else {
+            grants.join(",")
+        },
+        k.description
+    );
+}
+
+#[allow(clippy::print_stdout)]
+async fn keys_online(
+    addr: std::net::SocketAddr,
+    token: &str,
+    action: KeyAction,
+) -> anyhow::Result<()> {
+    let call = |method: &'static str, path: String, body: Option<String>| async move {
+        let (status, text) =
+            gateway::admin::request(addr, token, method, &path, body.as_deref()).await?;
+        if status != 200 {
+            anyhow::bail!("{}", text.trim());
+        }
+        anyhow::Ok(text)
+    };
+    match action {
+        KeyAction::Create { description } => {
+            let body = serde_json::json!({ "description": description }).to_string();
+            let text = call("POST", "/admin/v1/keys".into(), Some(body)).await?;
+            let k: gateway::admin::keys::CreatedKey =
+                serde_json::from_str(&text).context("parse the answer")?;
+            println!("access key: {}\nsecret key: {}", k.id, k.secret);
+        }
+        KeyAction::List => {
+            let text = call("GET", "/admin/v1/keys".into(), None).await?;
+            let keys: Vec<gateway::admin::keys::KeyInfo> =
+                serde_json::from_str(&text).context("parse the answer")?;
+            for k in &keys {
+                print_key(k);
+            }
+        }
+        KeyAction::Delete { id } => {
+            call("DELETE", format!("/admin/v1/keys/{id}"), None).await?;
+            println!("deleted {id}");
+        }
+        KeyAction::Disable { id } => {
+            call("POST", format!("/admin/v1/keys/{id}/disable"), None).await?;
+            println!("disabled {id}");
+        }
+        KeyAction::Enable { id } => {
+            call("POST", format!("/admin/v1/keys/{id}/enable"), None).await?;
+            println!("enabled {id}");
+        }
+        KeyAction::Grant { bucket, key, grant } => {
+            let body = serde_json::json!({ "grant": grant }).to_string();
+            call(
+                "PUT",
+                format!("/admin/v1/buckets/{bucket}/grants/{key}"),
+                Some(body),
+            )
+            .await?;
+            println!("{key} may {} {bucket}", grant.as_str());
+        }
+        KeyAction::Revoke { bucket, key } => {
+            call(
+                "DELETE",
+                format!("/admin/v1/buckets/{bucket}/grants/{key}"),
+                None,
+            )
+            .await?;
+            println!("{key} has no grant on {bucket}");
         }
     }
     Ok(())

@@ -6,14 +6,17 @@
 //! - `objects`: `bucket 0x00 key` → [`chunker::ObjectManifest`]; byte order is S3's listing
 //!   order (UTF-8 bytes), and a bucket's objects are one contiguous range.
 //! - `keys`: access key id → [`AccessKeyRecord`] (the secret wrapped by the master key).
+//! - `grants`: which keys may use which bucket (see [`grants`]).
 //! - `nodes`: node id → [`NodeRecord`] (the last registration).
 //! - `pending`: `upload id ‖ node ‖ piece` → (): every piece sent for an upload that is not
 //!   committed yet. A commit removes its entries and the same write batch queues the pieces the
 //!   manifest does not use for deletion; entries left at startup belong to uploads a crash cut
 //!   short and are queued for deletion then.
-//! - `gc`: `node ‖ piece` → (): pieces to delete from nodes. Written in the same batch as
-//!   whatever made them garbage (an overwrite, a delete, an abandoned upload), drained by the
-//!   delete worker when the node is reachable.
+//! - `gc`: `node ‖ piece` → [`Garbage`] and when it was queued: pieces to delete from nodes.
+//!   Written in the same batch as whatever made them garbage (an overwrite, a delete, an
+//!   abandoned upload), and removed by any later write that references the piece again; drained
+//!   by the delete worker when the node is reachable, after a grace period for pieces that were
+//!   once readable (see [`crate::gc`]).
 //!
 //! - `uploads`: `bucket 0x00 key 0x00 upload id` → [`UploadRecord`]: multipart uploads in
 //!   progress, in listing order.
@@ -43,7 +46,7 @@ const CF_PENDING: &str = "pending";
 const CF_GC: &str = "gc";
 const CF_UPLOADS: &str = "uploads";
 const CF_PARTS: &str = "parts";
-const ALL_CFS: [&str; 17] = [
+const ALL_CFS: [&str; 18] = [
     CF_BUCKETS,
     CF_OBJECTS,
     CF_KEYS,
@@ -61,6 +64,7 @@ const ALL_CFS: [&str; 17] = [
     hybrid::CF_REMOTES,
     hybrid::CF_MIRROR,
     ledger::CF_LEDGER,
+    grants::CF_GRANTS,
 ];
 
 /// Format byte of every record this module writes.
@@ -83,6 +87,52 @@ pub enum MetaError {
     NoSuchUpload,
     #[error("the object's current version does not meet the write's precondition")]
     PreconditionFailed,
+    #[error("part {number} was replaced while the upload was being completed")]
+    PartReplaced { number: u32 },
+    #[error("upload has used all of its {0} part attempts")]
+    AttemptsExhausted(u32),
+}
+
+/// Why a piece is queued for deletion, which decides how soon it may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Garbage {
+    /// It was never part of anything readable (an abandoned upload's piece, a straggler the
+    /// manifest did not use, an aborted upload's part): it may go at once.
+    Unseen,
+    /// It was readable until now (an overwritten or deleted object, a replaced part, a repair's
+    /// old copy): a GET, copy or mirror upload that read the manifest before the change may
+    /// still be fetching it, so it waits out the delete grace.
+    Dropped,
+}
+
+/// Format byte of `gc` values (an empty value is an entry from before it: due at once).
+const GC_FORMAT: u8 = 1;
+
+fn encode_garbage(kind: Garbage, queued_ms: u64) -> [u8; 10] {
+    let mut v = [0u8; 10];
+    v[0] = GC_FORMAT;
+    v[1] = match kind {
+        Garbage::Unseen => 0,
+        Garbage::Dropped => 1,
+    };
+    v[2..].copy_from_slice(&queued_ms.to_be_bytes());
+    v
+}
+
+/// When a queued deletion may be carried out, given the delete grace (`None`: unreadable).
+fn garbage_due(value: &[u8], grace_ms: u64) -> Option<u64> {
+    match value {
+        [] => Some(0),
+        [GC_FORMAT, kind, ms @ ..] => {
+            let queued = u64::from_be_bytes(<[u8; 8]>::try_from(ms).ok()?);
+            match kind {
+                0 => Some(queued),
+                1 => Some(queued.saturating_add(grace_ms)),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
 }
 
 /// What an object's current version must be for a write to go ahead (S3's conditional writes:
@@ -142,6 +192,45 @@ pub struct AccessKeyRecord {
     pub secret: WrappedKey,
     pub created_ms: u64,
     pub description: String,
+    /// A disabled key is refused (`InvalidAccessKeyId`, as S3 refuses an inactive key).
+    pub disabled: bool,
+}
+
+/// Format of access key records this build writes; format 1 lacks `disabled`.
+const KEY_FORMAT: u8 = 2;
+
+/// Format 1 of [`AccessKeyRecord`].
+#[derive(Deserialize)]
+struct AccessKeyRecordV1 {
+    secret: WrappedKey,
+    created_ms: u64,
+    description: String,
+}
+
+fn encode_key(record: &AccessKeyRecord) -> Vec<u8> {
+    match postcard::to_extend(record, vec![KEY_FORMAT]) {
+        Ok(v) => v,
+        Err(e) => unreachable!("serializing to a Vec can't fail: {e}"),
+    }
+}
+
+fn decode_key(bytes: &[u8]) -> Result<AccessKeyRecord, MetaError> {
+    match bytes.split_first() {
+        Some((&KEY_FORMAT, body)) => {
+            let mut v = vec![RECORD_FORMAT];
+            v.extend_from_slice(body);
+            decode("access key", &v)
+        }
+        _ => {
+            let old: AccessKeyRecordV1 = decode("access key", bytes)?;
+            Ok(AccessKeyRecord {
+                secret: old.secret,
+                created_ms: old.created_ms,
+                description: old.description,
+                disabled: false,
+            })
+        }
+    }
 }
 
 /// What the gateway remembers about a node between restarts.
@@ -305,8 +394,14 @@ impl Meta {
 
     // --- buckets ---
 
-    /// Creates a bucket; [`MetaError::BucketExists`] if it is there.
-    pub fn create_bucket(&self, name: &str, created_ms: u64) -> Result<(), MetaError> {
+    /// Creates a bucket, owned by the access key `owner` if given (see [`grants`]);
+    /// [`MetaError::BucketExists`] if it is there.
+    pub fn create_bucket(
+        &self,
+        name: &str,
+        created_ms: u64,
+        owner: Option<&str>,
+    ) -> Result<(), MetaError> {
         let _guard = self.lock();
         if self.db.get_cf(self.cf(CF_BUCKETS), name)?.is_some() {
             return Err(MetaError::BucketExists);
@@ -317,6 +412,9 @@ impl Meta {
             name,
             encode(&BucketRecord { created_ms }),
         );
+        if let Some(owner) = owner {
+            self.add_owner(&mut batch, name, owner);
+        }
         self.write(batch)
     }
 
@@ -364,6 +462,7 @@ impl Meta {
         let mut batch = WriteBatch::default();
         batch.delete_cf(self.cf(CF_BUCKETS), name);
         self.unpair(&mut batch, name);
+        self.drop_grants_of_bucket(&mut batch, name)?;
         self.write(batch)
     }
 
@@ -494,7 +593,7 @@ impl Meta {
         for (k, piece) in self.pending_of(upload)? {
             batch.delete_cf(self.cf(CF_PENDING), k);
             if !used.contains(&piece) {
-                self.queue_gc(batch, &piece);
+                self.queue_gc(batch, &piece, Garbage::Unseen);
             }
         }
         Ok(())
@@ -519,11 +618,12 @@ impl Meta {
         if let Some(old) = old {
             for p in placed_pieces(&old) {
                 if !used.contains(&p) {
-                    self.queue_gc(batch, &p);
+                    self.queue_gc(batch, &p, Garbage::Dropped);
                     self.drop_held(batch, &p);
                 }
             }
         }
+        self.unqueue_gc(batch, used);
         self.add_held(batch, bucket, key, manifest);
         batch.put_cf(
             self.cf(CF_OBJECTS),
@@ -533,12 +633,24 @@ impl Meta {
         Ok(())
     }
 
-    fn queue_gc(&self, batch: &mut WriteBatch, piece: &PieceRef) {
+    fn queue_gc(&self, batch: &mut WriteBatch, piece: &PieceRef, kind: Garbage) {
         batch.put_cf(
             self.cf(CF_GC),
             node_piece_key(&piece.node, &piece.piece),
-            [],
+            encode_garbage(kind, crate::time::now_ms()),
         );
+    }
+
+    /// Adds to `batch`: cancel any queued deletion of `pieces` (a write that references a
+    /// piece makes it live again, whatever queued it before).
+    fn unqueue_gc<'a>(
+        &self,
+        batch: &mut WriteBatch,
+        pieces: impl IntoIterator<Item = &'a PieceRef>,
+    ) {
+        for p in pieces {
+            batch.delete_cf(self.cf(CF_GC), node_piece_key(&p.node, &p.piece));
+        }
     }
 
     /// Gives up upload `upload`: all its pieces are queued for deletion.
@@ -546,11 +658,7 @@ impl Meta {
         let mut batch = WriteBatch::default();
         for (k, piece) in self.pending_of(upload)? {
             batch.delete_cf(self.cf(CF_PENDING), k);
-            batch.put_cf(
-                self.cf(CF_GC),
-                node_piece_key(&piece.node, &piece.piece),
-                [],
-            );
+            self.queue_gc(&mut batch, &piece, Garbage::Unseen);
         }
         self.write(batch)
     }
@@ -566,11 +674,7 @@ impl Meta {
         {
             let (k, _) = item?;
             if let Some(piece) = k.get(16..).and_then(parse_node_piece) {
-                batch.put_cf(
-                    self.cf(CF_GC),
-                    node_piece_key(&piece.node, &piece.piece),
-                    [],
-                );
+                self.queue_gc(&mut batch, &piece, Garbage::Unseen);
                 n += 1;
             }
             batch.delete_cf(self.cf(CF_PENDING), k);
@@ -593,7 +697,7 @@ impl Meta {
             return Ok(false);
         };
         for p in placed_pieces(&old) {
-            self.queue_gc(&mut batch, &p);
+            self.queue_gc(&mut batch, &p, Garbage::Dropped);
             self.drop_held(&mut batch, &p);
         }
         batch.delete_cf(self.cf(CF_OBJECTS), object_key(bucket, key));
@@ -642,18 +746,40 @@ impl Meta {
 
     // --- the delete queue ---
 
-    /// Up to `limit` queued deletions for `node`.
-    pub fn gc_batch(&self, node: &NodeId, limit: usize) -> Result<Vec<PieceId>, MetaError> {
+    /// Up to `limit` queued deletions for `node` that are due at `now_ms` (pieces once readable
+    /// wait `grace_ms` after they were queued), in key order after the piece `after`.
+    pub fn gc_due(
+        &self,
+        node: &NodeId,
+        after: Option<&PieceId>,
+        limit: usize,
+        now_ms: u64,
+        grace_ms: u64,
+    ) -> Result<Vec<PieceId>, MetaError> {
         let prefix = node_prefix(node);
+        let start = match after {
+            Some(p) => {
+                let mut k = node_piece_key(node, p);
+                k.push(0);
+                k
+            }
+            None => prefix.clone(),
+        };
         let mut out = Vec::new();
         let it = self.db.iterator_cf(
             self.cf(CF_GC),
-            IteratorMode::From(&prefix, Direction::Forward),
+            IteratorMode::From(&start, Direction::Forward),
         );
         for item in it {
-            let (k, _) = item?;
+            let (k, v) = item?;
             if !k.starts_with(&prefix) || out.len() >= limit {
                 break;
+            }
+            // An unreadable value is due at once: deleting an unreferenced piece early is safe
+            // (the worker re-checks references), keeping it forever is a leak.
+            let due = garbage_due(&v, grace_ms).unwrap_or(0);
+            if due > now_ms {
+                continue;
             }
             if let Some(p) = parse_node_piece(&k) {
                 out.push(p.piece);
@@ -692,7 +818,7 @@ impl Meta {
     /// Stores an access key.
     pub fn put_access_key(&self, id: &str, record: &AccessKeyRecord) -> Result<(), MetaError> {
         let mut batch = WriteBatch::default();
-        batch.put_cf(self.cf(CF_KEYS), id, encode(record));
+        batch.put_cf(self.cf(CF_KEYS), id, encode_key(record));
         self.write(batch)
     }
 
@@ -700,7 +826,7 @@ impl Meta {
     pub fn access_key(&self, id: &str) -> Result<Option<AccessKeyRecord>, MetaError> {
         self.db
             .get_cf(self.cf(CF_KEYS), id)?
-            .map(|v| decode("access key", &v))
+            .map(|v| decode_key(&v))
             .transpose()
     }
 
@@ -709,21 +835,20 @@ impl Meta {
         let mut out = Vec::new();
         for item in self.db.iterator_cf(self.cf(CF_KEYS), IteratorMode::Start) {
             let (k, v) = item?;
-            out.push((
-                String::from_utf8_lossy(&k).into_owned(),
-                decode("access key", &v)?,
-            ));
+            out.push((String::from_utf8_lossy(&k).into_owned(), decode_key(&v)?));
         }
         Ok(out)
     }
 
-    /// Removes an access key; `false` if there was none.
+    /// Removes an access key and its grants; `false` if there was none.
     pub fn delete_access_key(&self, id: &str) -> Result<bool, MetaError> {
+        let _guard = self.lock();
         if self.access_key(id)?.is_none() {
             return Ok(false);
         }
         let mut batch = WriteBatch::default();
         batch.delete_cf(self.cf(CF_KEYS), id);
+        self.drop_grants_of_key(&mut batch, id)?;
         self.write(batch)?;
         Ok(true)
     }
@@ -751,10 +876,12 @@ impl Meta {
     }
 }
 
+pub mod grants;
 pub mod health;
 pub mod hybrid;
 pub mod ledger;
 mod multipart;
+pub use grants::{BucketGrants, Grant};
 pub use health::{AuditRecord, BadPiece, HeldPiece, RepairEntry, Verdict};
 use hybrid::Queued;
 pub use hybrid::{MirrorBacklog, MirrorEntry, MirrorItem, RemoteRecord};

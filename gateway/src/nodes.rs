@@ -1,23 +1,41 @@
 //! The nodes the gateway knows: who registered, with what capacity and labels, and who is
-//! online now.
+//! online now; and what placement may believe about each.
 //!
 //! A node is online while its connection is up and its last registration is younger than three
 //! heartbeats. Registrations are remembered in the metadata, so a restarted gateway still knows
 //! which nodes hold its pieces before they come back.
+//!
+//! What a node says about itself (labels, capacity, free space) is shown, never trusted: its
+//! failure domain is the operator's word for it ([`Admission::trusted`]) or else the network its
+//! connection comes from as this gateway sees it, and a stranger's placement weight is capped by
+//! what it has been seen to store, not by the room it claims.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use chunker::manifest::{NodeId, PieceLocation};
-use libp2p::PeerId;
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
 use storage_node::net::HostHandle;
 use storage_node::protocol::{LaneKey, LaneOffer, Registration, RegistrationReply};
 
 use crate::meta::{Meta, NodeRecord};
-use crate::placement::Candidate;
+use crate::placement::{Candidate, Plan, Rules, Shortfall, Taken, Trust};
 use crate::reputation::NodeState;
 use crate::time::now_ms;
+
+/// Who may register, and how far placement trusts whom: the gateway's own configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Admission {
+    /// Node ids allowed to register (empty: any node with a valid identity).
+    pub allowed: Vec<PeerId>,
+    /// Nodes the operator vouches for, each with its failure domain.
+    pub trusted: BTreeMap<PeerId, String>,
+    /// The placement rules for everyone else.
+    pub rules: Rules,
+}
 
 /// A node as the gateway sees it now.
 #[derive(Debug, Clone)]
@@ -27,28 +45,77 @@ pub struct NodeView {
     pub last_seen: Option<Instant>,
     pub online: bool,
     pub state: NodeState,
+    /// The network its connection comes from (`a.b.c.0/24`, `x:y:z::/48`), while connected.
+    pub network: Option<String>,
+    /// Its failure domain, if the operator listed it.
+    pub trusted_domain: Option<String>,
+    /// Bytes of pieces it has taken from this gateway (what it has shown it can store).
+    pub stored: u64,
 }
 
-/// The failure domain placement spreads over: the `region`, `zone` and `operator` labels.
-fn domain_of(registration: &Registration) -> String {
-    let l = &registration.labels;
-    let get = |k: &str| l.get(k).map(String::as_str).unwrap_or("");
-    format!("{}/{}/{}", get("region"), get("zone"), get("operator"))
-}
+/// A stranger's weight is at most what it stores plus as much again (at least this much): its
+/// share grows with what it has shown, not with what it claims.
+const PROVEN_FLOOR: u64 = 1 << 30;
 
 impl NodeView {
-    /// The failure domain placement spreads over: the `region`, `zone` and `operator` labels.
-    pub fn domain(&self) -> String {
-        domain_of(&self.registration)
-    }
-
-    /// Bytes it can still take: the smaller of its unused capacity and its disk's free space.
+    /// Bytes it says it can still take: the smaller of its unused capacity and its disk's free
+    /// space (a claim: placement caps it for strangers).
     pub fn free(&self) -> u64 {
         let r = &self.registration;
         r.capacity_bytes
             .saturating_sub(r.used_bytes)
             .min(r.disk_free_bytes)
     }
+
+    /// How placement trusts it.
+    pub fn trust(&self) -> Trust {
+        match (&self.trusted_domain, self.state) {
+            (Some(_), _) => Trust::Operator,
+            (None, NodeState::Vetting) => Trust::Unvetted,
+            (None, _) => Trust::Vetted,
+        }
+    }
+
+    /// Its failure domain for placement: the operator's name for it, else its observed
+    /// network (`None`: a stranger that is not connected, so not locatable).
+    pub fn domain(&self) -> Option<String> {
+        match (&self.trusted_domain, &self.network) {
+            (Some(d), _) => Some(format!("operator:{d}")),
+            (None, Some(net)) => Some(format!("network:{net}")),
+            (None, None) => None,
+        }
+    }
+
+    /// What placement may weigh it by: an operator's node by the room it reports; a stranger
+    /// by that room capped at twice what it stores (at least [`PROVEN_FLOOR`]).
+    fn weight(&self) -> u64 {
+        match self.trust() {
+            Trust::Operator => self.free(),
+            Trust::Vetted | Trust::Unvetted => self
+                .free()
+                .min(self.stored.saturating_add(self.stored.max(PROVEN_FLOOR))),
+        }
+    }
+}
+
+/// The network an address lies in, as placement counts strangers: the /24 of an IPv4 address,
+/// the /48 of an IPv6 one (an IPv4-mapped IPv6 address counts as IPv4).
+pub fn network_of(addr: &Multiaddr) -> Option<String> {
+    let ip = addr.iter().find_map(|p| match p {
+        Protocol::Ip4(a) => Some(IpAddr::V4(a)),
+        Protocol::Ip6(a) => Some(IpAddr::V6(a)),
+        _ => None,
+    })?;
+    Some(match ip.to_canonical() {
+        IpAddr::V4(a) => {
+            let [x, y, z, _] = a.octets();
+            format!("{x}.{y}.{z}.0/24")
+        }
+        IpAddr::V6(a) => {
+            let s = a.segments();
+            format!("{:x}:{:x}:{:x}::/48", s[0], s[1], s[2])
+        }
+    })
 }
 
 struct Entry {
@@ -56,10 +123,8 @@ struct Entry {
     last_seen: Option<Instant>,
     first_seen_ms: u64,
     state: NodeState,
+    stored: u64,
 }
-
-/// How much less likely a node in vetting is to be picked than a vetted one with as much room.
-const VETTING_SHARE: u64 = 20;
 
 /// The data lanes this gateway offers: where, how many per node, and the secret each node's
 /// lane key is derived from (fresh at every start; nodes get theirs when they register).
@@ -107,6 +172,8 @@ pub struct Nodes {
     host: HostHandle,
     heartbeat: Duration,
     allowed: Vec<PeerId>,
+    trusted: RwLock<BTreeMap<PeerId, String>>,
+    rules: Rules,
     /// The state of a node seen for the first time (vetting, unless vetting is off).
     first_state: NodeState,
     /// The data lanes registered nodes are asked to keep.
@@ -167,11 +234,12 @@ impl Nodes {
         meta: Arc<Meta>,
         host: HostHandle,
         heartbeat: Duration,
-        allowed: Vec<PeerId>,
+        admission: Admission,
         first_state: NodeState,
         lanes: Option<Lanes>,
     ) -> anyhow::Result<Self> {
         let mut entries = HashMap::new();
+        let stored = meta.held_bytes_by_node()?;
         for (id, record) in meta.nodes()? {
             if let Some(peer) = peer_of(&id) {
                 let state = meta.reputation(&id)?.map_or(first_state, |r| r.state);
@@ -182,6 +250,7 @@ impl Nodes {
                         last_seen: None,
                         first_seen_ms: record.first_seen_ms,
                         state,
+                        stored: stored.get(&id).copied().unwrap_or(0),
                     },
                 );
             }
@@ -192,11 +261,22 @@ impl Nodes {
             meta,
             host,
             heartbeat,
-            allowed,
+            allowed: admission.allowed,
+            trusted: RwLock::new(admission.trusted),
+            rules: admission.rules,
             first_state,
             lanes,
             remote_peers: Arc::new(RemotePeers::default()),
         })
+    }
+
+    /// Vouches for `peer` from now on, with failure domain `domain` (as if it were listed in
+    /// the configuration's `trusted_nodes`; for a process that starts its own nodes).
+    pub fn trust(&self, peer: PeerId, domain: &str) {
+        self.trusted
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(peer, domain.to_string());
     }
 
     /// The stand-in peers of remotes (shared with [`crate::hybrid::Remotes`]).
@@ -218,6 +298,14 @@ impl Nodes {
             };
         }
         let now = now_ms();
+        // Read before the entries' lock (locks are taken trusted → entries, never the reverse).
+        let network = self.host.remote_addr(&peer).as_ref().and_then(network_of);
+        let trusted = self
+            .trusted
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&peer)
+            .cloned();
         let (first_seen_ms, changed) = {
             let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
             let entry = entries.entry(peer).or_insert_with(|| Entry {
@@ -225,6 +313,7 @@ impl Nodes {
                 last_seen: None,
                 first_seen_ms: now,
                 state: self.first_state,
+                stored: 0,
             });
             if entry.state == NodeState::Disqualified {
                 return RegistrationReply::Refused {
@@ -232,7 +321,13 @@ impl Nodes {
                 };
             }
             if entry.last_seen.is_none() {
-                tracing::info!(%peer, software = %registration.software, "node registered");
+                tracing::info!(
+                    %peer,
+                    software = %registration.software,
+                    network = network.as_deref().unwrap_or("unknown"),
+                    trusted_domain = trusted.as_deref().unwrap_or("none (a stranger)"),
+                    "node registered"
+                );
             }
             let changed = entry.registration != registration || entry.last_seen.is_none();
             entry.registration = registration.clone();
@@ -277,18 +372,26 @@ impl Nodes {
             && self.host.is_connected(peer)
     }
 
+    fn view(&self, peer: &PeerId, e: &Entry, trusted: &BTreeMap<PeerId, String>) -> NodeView {
+        NodeView {
+            peer: *peer,
+            registration: e.registration.clone(),
+            last_seen: e.last_seen,
+            online: self.entry_online(peer, e),
+            state: e.state,
+            network: self.host.remote_addr(peer).as_ref().and_then(network_of),
+            trusted_domain: trusted.get(peer).cloned(),
+            stored: e.stored,
+        }
+    }
+
     /// Every known node.
     pub fn all(&self) -> Vec<NodeView> {
+        let trusted = self.trusted.read().unwrap_or_else(|p| p.into_inner());
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
         let mut out: Vec<NodeView> = entries
             .iter()
-            .map(|(peer, e)| NodeView {
-                peer: *peer,
-                registration: e.registration.clone(),
-                last_seen: e.last_seen,
-                online: self.entry_online(peer, e),
-                state: e.state,
-            })
+            .map(|(peer, e)| self.view(peer, e, &trusted))
             .collect();
         out.sort_by_key(|n| n.peer.to_bytes());
         out
@@ -333,10 +436,16 @@ impl Nodes {
         }
     }
 
-    /// A known node's failure domain.
-    pub fn domain(&self, peer: &PeerId) -> Option<String> {
+    /// A piece on `peer`, as placement counts it around new ones (`None`: a node not known or
+    /// not locatable now).
+    pub fn taken(&self, peer: &PeerId) -> Option<Taken> {
+        let trusted = self.trusted.read().unwrap_or_else(|p| p.into_inner());
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
-        entries.get(peer).map(|e| domain_of(&e.registration))
+        let view = self.view(peer, entries.get(peer)?, &trusted);
+        Some(Taken {
+            domain: view.domain()?,
+            trust: view.trust(),
+        })
     }
 
     /// A node's state (a node never seen is in its first state).
@@ -358,31 +467,50 @@ impl Nodes {
     }
 
     /// Online nodes that may take new pieces (not suspended or disqualified) with room for a
-    /// piece of `piece_len` bytes, as placement candidates weighted by free space; nodes in
-    /// vetting weigh a twentieth.
+    /// piece of `piece_len` bytes and a failure domain placement can name, as candidates.
     pub fn candidates(&self, piece_len: u64) -> Vec<Candidate<PeerIdBytes>> {
         self.online()
             .into_iter()
             .filter(|n| matches!(n.state, NodeState::Vetting | NodeState::Active))
             .filter(|n| n.free() >= piece_len)
-            .map(|n| Candidate {
-                weight: match n.state {
-                    NodeState::Vetting => (n.free() / VETTING_SHARE).max(1),
-                    _ => n.free(),
-                },
-                domain: n.domain(),
-                node: PeerIdBytes::new(n.peer),
+            .filter_map(|n| {
+                Some(Candidate {
+                    weight: n.weight(),
+                    domain: n.domain()?,
+                    trust: n.trust(),
+                    node: PeerIdBytes::new(n.peer),
+                })
             })
             .collect()
     }
 
+    /// Where `count` pieces of the segment `seed` go, around the pieces `taken` already in
+    /// place, among `candidates` (from [`Nodes::candidates`]), under this gateway's rules.
+    pub fn plan(
+        &self,
+        candidates: &[Candidate<PeerIdBytes>],
+        seed: &[u8],
+        count: usize,
+        taken: &[Taken],
+    ) -> Result<Plan<PeerIdBytes>, Shortfall> {
+        Plan::new(candidates, seed, count, taken, self.rules)
+    }
+
+    /// Whether a segment of `count` pieces of `piece_len` bytes can be placed now, and if not,
+    /// why: what status, metrics and refused writes report.
+    pub fn writable(&self, count: usize, piece_len: u64) -> Result<(), Shortfall> {
+        self.plan(&self.candidates(piece_len), b"writable?", count, &[])
+            .map(|_| ())
+    }
+
     /// Notes that `peer` took `bytes` more (so placement does not wait for its next
-    /// registration to see it filling up).
+    /// registration to see it filling up, and a stranger's proven share grows).
     pub fn charge(&self, peer: &PeerId, bytes: u64) {
         let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
         if let Some(e) = entries.get_mut(peer) {
             e.registration.used_bytes = e.registration.used_bytes.saturating_add(bytes);
             e.registration.disk_free_bytes = e.registration.disk_free_bytes.saturating_sub(bytes);
+            e.stored = e.stored.saturating_add(bytes);
         }
     }
 }

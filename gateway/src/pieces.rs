@@ -36,7 +36,7 @@ pub enum PieceError {
 }
 
 /// Piece transfers with nodes.
-pub trait PieceNet: Send + Sync + 'static {
+pub trait PieceNet: Send + Sync + std::fmt::Debug + 'static {
     /// Stores `piece` (whose id is `id`) on `node`.
     fn put(&self, node: PeerId, id: PieceId, piece: Bytes)
         -> BoxFuture<'_, Result<(), PieceError>>;

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::meta::{Meta, PieceRef, RepairEntry};
 use crate::nodes::{node_id, peer_of, Nodes};
 use crate::pieces::{gather_verified, PieceNet};
-use crate::placement;
+use crate::placement::Taken;
 use crate::reputation::NodeState;
 
 /// Queue entries looked at per pass.
@@ -279,8 +279,8 @@ enum SegmentError {
         k: usize,
         problems: String,
     },
-    #[error("no node can take the rebuilt pieces")]
-    NoNodes,
+    #[error("no node can take the rebuilt pieces: {0}")]
+    NoNodes(String),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -539,29 +539,26 @@ impl Repairer {
             .into_iter()
             .filter(|c| !occupied.contains(&node_id(&c.node.peer)))
             .collect();
-        let taken: Vec<String> = (0..seg.pieces.len())
+        let taken: Vec<Taken> = (0..seg.pieces.len())
             .filter(|&i| healthy[i])
             .filter_map(|i| seg.pieces[i].node.as_ref().and_then(peer_of))
-            .filter_map(|peer| self.nodes.domain(&peer))
+            .filter_map(|peer| self.nodes.taken(&peer))
             .collect();
-        let ranked: Vec<PeerId> = placement::rank_around(
-            &candidates,
-            seg.pieces[first_missing].id.as_bytes(),
-            missing.len(),
-            &taken,
-        )
-        .into_iter()
-        .map(|n| n.peer)
-        .collect();
-        if ranked.is_empty() {
-            return Err(SegmentError::NoNodes);
-        }
-        let mut spare = ranked.iter().copied();
-        for &i in &missing {
+        let mut plan = self
+            .nodes
+            .plan(
+                &candidates,
+                seg.pieces[first_missing].id.as_bytes(),
+                missing.len(),
+                &taken,
+            )
+            .map_err(|e| SegmentError::NoNodes(e.to_string()))?;
+        for (slot, &i) in missing.iter().enumerate() {
             let id = seg.pieces[i].id;
             let bytes = Bytes::copy_from_slice(rebuilt.piece(i));
+            let mut next = plan.node(slot).map(|n| n.peer);
             let mut placed = false;
-            for peer in spare.by_ref() {
+            while let Some(peer) = next {
                 let target = PieceRef {
                     node: node_id(&peer),
                     piece: id,
@@ -583,11 +580,14 @@ impl Repairer {
                     }
                     Err(e) => {
                         tracing::info!(%peer, error = %e, "placing a rebuilt piece failed; trying the next node");
+                        next = plan.replace(slot).map(|n| n.peer);
                     }
                 }
             }
             if !placed {
-                return Err(SegmentError::NoNodes);
+                return Err(SegmentError::NoNodes(format!(
+                    "every node placement allows for piece {i} failed"
+                )));
             }
         }
         Ok(())

@@ -1,6 +1,8 @@
-//! The gateway's two secrets in its data directory, created on first start with owner-only
-//! permissions: `master.key` (wraps every object's data key and every access key's secret) and
-//! `identity.key` (its libp2p identity, which nodes are configured to obey).
+//! The gateway's secrets in its data directory, created on first start with owner-only
+//! permissions and refused when others can read them: `master.key` (wraps every object's data
+//! key and every access key's secret), `identity.key` (its libp2p identity, which nodes are
+//! configured to obey), `admin.token`, and `gateway dev`'s `cluster.json` (which holds a secret
+//! key and the token).
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -22,7 +24,14 @@ pub fn master_key(data_dir: &Path) -> anyhow::Result<MasterKey> {
         write_new_secret(&path, &bytes)?;
         tracing::info!(path = %path.display(), "created a new master key; back it up");
     }
-    let mode = std::fs::metadata(&path)
+    let bytes = read_private(&path)?;
+    MasterKey::from_bytes(&bytes)
+        .with_context(|| format!("{} does not hold a 32-byte key", path.display()))
+}
+
+/// Reads a secret file, refusing one that users other than its owner may read or write.
+pub fn read_private(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let mode = std::fs::metadata(path)
         .with_context(|| format!("read {}", path.display()))?
         .permissions()
         .mode();
@@ -33,9 +42,16 @@ pub fn master_key(data_dir: &Path) -> anyhow::Result<MasterKey> {
             mode & 0o777
         );
     }
-    let bytes = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
-    MasterKey::from_bytes(&bytes)
-        .with_context(|| format!("{} does not hold a 32-byte key", path.display()))
+    std::fs::read(path).with_context(|| format!("read {}", path.display()))
+}
+
+/// Writes `bytes` to `path` (replacing it) readable by its owner only: a temporary file of
+/// mode 0600, synced, renamed over `path`.
+pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    write_new_secret(&tmp, bytes)?;
+    std::fs::rename(&tmp, path).with_context(|| format!("replace {}", path.display()))
 }
 
 /// Creates `path` readable by its owner only, with `bytes`, synced. Refuses to overwrite.

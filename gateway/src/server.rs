@@ -59,6 +59,8 @@ pub struct Gateway {
     pub tierer: Arc<Tierer>,
     pub census: Arc<Census>,
     pub ledger: Arc<Ledger>,
+    /// Piece operations on nodes (and remotes), as every worker sends them.
+    pub net: Arc<dyn PieceNet>,
     host: storage_node::net::HostHandle,
     cancel: CancellationToken,
     tasks: JoinSet<()>,
@@ -98,7 +100,7 @@ impl Gateway {
                 .with_context(|| format!("listen for nodes on {addr}"))?;
         }
         let p2p_addrs = host
-            .listen_addrs(std::time::Duration::from_secs(5))
+            .listen_addrs(config.p2p_listen.len(), std::time::Duration::from_secs(5))
             .await
             .into_iter()
             .map(|a| a.with(libp2p::multiaddr::Protocol::P2p(peer_id)))
@@ -124,7 +126,7 @@ impl Gateway {
             meta.clone(),
             host.clone(),
             config.heartbeat,
-            config.allowed_nodes.clone(),
+            config.admission.clone(),
             crate::reputation::NodeReputation::new(&config.policy, 0).state,
             lane_offer,
         )?);
@@ -248,9 +250,8 @@ impl Gateway {
         tasks.spawn(crate::gc::run(
             meta.clone(),
             nodes.clone(),
-            net,
-            config.gc_interval,
-            config.upload_ttl,
+            net.clone(),
+            config.gc,
             cancel.clone(),
         ));
 
@@ -270,6 +271,7 @@ impl Gateway {
                 meta: meta.clone(),
                 master: master.clone(),
             });
+            b.set_access(crate::s3::access::Grants { meta: meta.clone() });
             b.build()
         };
         let s3 = HandleError::new(s3, |e: s3s::HttpError| async move {
@@ -281,8 +283,15 @@ impl Gateway {
             .with_context(|| format!("listen for S3 clients on {}", config.s3_listen))?;
         let s3_addr = s3_listener.local_addr()?;
         let s3_metrics = Arc::new(crate::metrics::S3Metrics::default());
+        let gate = Arc::new(crate::s3::gate::Gate {
+            region: config.region.as_str().into(),
+        });
         let app = Router::new()
             .fallback_service(s3)
+            .layer(axum::middleware::from_fn_with_state(
+                gate,
+                crate::s3::gate::gate,
+            ))
             .layer(axum::middleware::from_fn_with_state(
                 request_ids,
                 crate::s3::request_id::stamp,
@@ -291,14 +300,13 @@ impl Gateway {
                 s3_metrics.clone(),
                 crate::metrics::track,
             ));
-        let shutdown = cancel.clone();
-        tasks.spawn(async move {
-            let serve = axum::serve(s3_listener, app)
-                .with_graceful_shutdown(async move { shutdown.cancelled().await });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "S3 listener stopped");
-            }
-        });
+        tasks.spawn(crate::serve::serve(
+            "s3",
+            s3_listener,
+            app,
+            config.s3_limits,
+            cancel.clone(),
+        ));
 
         let admin_listener = tokio::net::TcpListener::bind(config.admin_listen)
             .await
@@ -307,6 +315,7 @@ impl Gateway {
         let admin_token = crate::admin::token(&config.data_dir)?;
         let admin = crate::admin::router(crate::admin::AdminState {
             nodes: nodes.clone(),
+            master: master.clone(),
             meta: meta.clone(),
             health: health.clone(),
             repairer: repairer.clone(),
@@ -318,15 +327,15 @@ impl Gateway {
             s3_metrics,
             token: admin_token.clone().into(),
             segment_width: config.params.total(),
+            piece_size: config.params.piece_size() as u64,
         });
-        let shutdown = cancel.clone();
-        tasks.spawn(async move {
-            let serve = axum::serve(admin_listener, admin)
-                .with_graceful_shutdown(async move { shutdown.cancelled().await });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "admin listener stopped");
-            }
-        });
+        tasks.spawn(crate::serve::serve(
+            "admin",
+            admin_listener,
+            admin,
+            config.admin_limits,
+            cancel.clone(),
+        ));
 
         tracing::info!(%s3_addr, %admin_addr, %peer_id, "gateway started");
         Ok(Gateway {
@@ -346,6 +355,7 @@ impl Gateway {
             tierer,
             census,
             ledger,
+            net,
             host: host_handle,
             cancel,
             tasks,

@@ -47,6 +47,8 @@ fn env() -> Vec<(&'static str, String)> {
         ("GATEWAY_NODE_TIMEOUT", "5s"),
         ("GATEWAY_HEDGE_AFTER", "200ms"),
         ("GATEWAY_GC_INTERVAL", "300ms"),
+        // Pieces of overwritten objects and repaired segments wait a second, not minutes.
+        ("GATEWAY_DELETE_GRACE", "1s"),
         ("GATEWAY_REPAIR_INTERVAL", "500ms"),
         ("GATEWAY_OFFLINE_GRACE", "4s"),
         ("GATEWAY_CENSUS_INTERVAL", "1s"),

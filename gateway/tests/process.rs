@@ -20,6 +20,7 @@ use rustix::process::{kill_process, Signal};
 const FAST_GC: &[(&str, &str)] = &[
     ("GATEWAY_HEARTBEAT", "1s"),
     ("GATEWAY_GC_INTERVAL", "300ms"),
+    ("GATEWAY_DELETE_GRACE", "1s"),
 ];
 
 fn spawn_dev(data: &Path, port: u16, env: &[(&str, &str)]) -> std::process::Child {

@@ -392,8 +392,20 @@ impl NodeClient {
 /// Decides on a node's registration.
 pub type RegistrationHandler = Arc<dyn Fn(PeerId, Registration) -> RegistrationReply + Send + Sync>;
 
+/// How soon a registration stream must bring its first registration: a peer that opens one and
+/// says nothing does not keep the slot.
+pub const FIRST_REGISTRATION_WITHIN: Duration = Duration::from_secs(10);
+/// How long a registration stream may go without one (nodes re-register every heartbeat, a few
+/// seconds).
+pub const REGISTRATION_IDLE: Duration = Duration::from_secs(600);
+/// Registration streams one peer may hold at once (a node needs one; a reconnect may briefly
+/// overlap the old one).
+pub const MAX_REGISTRATION_STREAMS_PER_PEER: usize = 4;
+
 /// Accepts registration streams from nodes and answers each registration with `handler`, until
-/// the host stops. At most `max_streams` nodes are served at once.
+/// the host stops. At most `max_streams` streams are served at once, at most
+/// [`MAX_REGISTRATION_STREAMS_PER_PEER`] of one peer, and a stream that is silent for too long
+/// ([`FIRST_REGISTRATION_WITHIN`], then [`REGISTRATION_IDLE`]) is closed.
 pub async fn serve_registrations(
     host: HostHandle,
     handler: RegistrationHandler,
@@ -404,29 +416,50 @@ pub async fn serve_registrations(
         .accept(StreamProtocol::new(REGISTER_PROTOCOL))
         .map_err(|_| anyhow::anyhow!("registrations are already being served"))?;
     let limit = Arc::new(Semaphore::new(max_streams));
+    let per_peer: Arc<Mutex<HashMap<PeerId, usize>>> = Arc::default();
     while let Some((peer, mut stream)) = incoming.next().await {
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "too many registration streams; refusing one");
             continue;
         };
+        {
+            let mut held = per_peer.lock().unwrap_or_else(|p| p.into_inner());
+            let n = held.entry(peer).or_default();
+            if *n >= MAX_REGISTRATION_STREAMS_PER_PEER {
+                tracing::debug!(%peer, "a peer's registration streams are at their limit; refusing one");
+                continue;
+            }
+            *n += 1;
+        }
         let handler = handler.clone();
+        let per_peer = per_peer.clone();
         tokio::spawn(async move {
+            let mut within = FIRST_REGISTRATION_WITHIN;
             loop {
-                let registration: Registration = match read_header(&mut stream).await {
-                    Ok(r) => r,
-                    Err(ProtocolError::Io(_)) => break,
-                    Err(e) => {
-                        tracing::warn!(%peer, error = %e, "bad registration");
-                        let reply = RegistrationReply::Refused {
-                            reason: e.to_string(),
-                        };
-                        let _ = write_frame(&mut stream, &reply, &[]).await;
-                        break;
-                    }
-                };
+                let registration: Registration =
+                    match tokio::time::timeout(within, read_header(&mut stream)).await {
+                        Ok(Ok(r)) => r,
+                        Ok(Err(ProtocolError::Io(_))) | Err(_) => break,
+                        Ok(Err(e)) => {
+                            tracing::warn!(%peer, error = %e, "bad registration");
+                            let reply = RegistrationReply::Refused {
+                                reason: e.to_string(),
+                            };
+                            let _ = write_frame(&mut stream, &reply, &[]).await;
+                            break;
+                        }
+                    };
+                within = REGISTRATION_IDLE;
                 let reply = handler(peer, registration);
                 if write_frame(&mut stream, &reply, &[]).await.is_err() {
                     break;
+                }
+            }
+            let mut held = per_peer.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = held.get_mut(&peer) {
+                *n -= 1;
+                if *n == 0 {
+                    held.remove(&peer);
                 }
             }
             drop(permit);

@@ -93,7 +93,7 @@ pub async fn run_wrapped(
     );
     let saved = store.counters().context("read the node counters")?;
 
-    let host = net::spawn(keypair.clone())?;
+    let host = net::spawn_with(keypair.clone(), net::HostLimits::NODE)?;
     for addr in &config.listen {
         host.listen(addr.clone())
             .await

@@ -23,8 +23,14 @@ use crate::protocol::{
 };
 use crate::store::{PieceStore, PutOutcome, StoreError};
 
-/// Most streams and lanes served at once; more are refused (the gateway retries).
+/// Most streams and lanes of configured gateways served at once; more are refused (the gateway
+/// retries).
 pub const MAX_STREAMS: usize = 256;
+/// Streams of other peers held at once, just long enough to tell them `Unauthorized`: they can
+/// never take a gateway's slot.
+pub const MAX_STRANGER_STREAMS: usize = 8;
+/// How long another peer's stream may take to send its first request before it is dropped.
+pub const STRANGER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest a peer may take to deliver a payload it announced.
 pub const PAYLOAD_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -73,6 +79,7 @@ pub struct NodeService {
     keypair: Keypair,
     gateways: HashSet<PeerId>,
     streams: Arc<Semaphore>,
+    strangers: Arc<Semaphore>,
     /// Free bytes on the disk holding the store (`None`: report capacity − used).
     disk_free: Box<dyn Fn() -> Option<u64> + Send + Sync>,
     pub counters: Counters,
@@ -141,6 +148,7 @@ impl NodeService {
             keypair,
             gateways: gateways.into_iter().collect(),
             streams: Arc::new(Semaphore::new(MAX_STREAMS)),
+            strangers: Arc::new(Semaphore::new(MAX_STRANGER_STREAMS)),
             disk_free,
             counters: Counters::default(),
             ledger: Arc::new(ledger),
@@ -329,11 +337,14 @@ impl NodeService {
         mut stream: S,
         cancel: &CancellationToken,
     ) {
+        let authorized = self.gateways.contains(&peer);
         loop {
             let next = tokio::select! {
                 next = stream.read_header() => next,
                 // Between requests: stop serving when the node shuts down.
                 () = cancel.cancelled() => return,
+                // Another peer gets one request's worth of attention, promptly or never.
+                () = tokio::time::sleep(STRANGER_TIMEOUT), if !authorized => return,
             };
             let request: Request = match next {
                 Ok(r) => r,
@@ -359,7 +370,7 @@ impl NodeService {
                     return;
                 }
             };
-            if !self.gateways.contains(&peer) {
+            if !authorized {
                 self.counters
                     .refused_unauthorized
                     .fetch_add(1, Ordering::Relaxed);
@@ -407,7 +418,14 @@ impl NodeService {
                 },
                 () = cancel.cancelled() => break,
             };
-            match self.streams.clone().try_acquire_owned() {
+            // Gateways and everyone else draw on budgets of their own.
+            let authorized = self.gateways.contains(&peer);
+            let budget = if authorized {
+                &self.streams
+            } else {
+                &self.strangers
+            };
+            match budget.clone().try_acquire_owned() {
                 Ok(permit) => {
                     let service = self.clone();
                     let cancel = cancel.clone();
@@ -416,7 +434,13 @@ impl NodeService {
                         drop(permit);
                     });
                 }
-                Err(_) => tracing::warn!(%peer, "too many streams; refusing one"),
+                Err(_) if authorized => tracing::warn!(%peer, "too many streams; refusing one"),
+                Err(_) => {
+                    self.counters
+                        .refused_unauthorized
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%peer, "another peer's streams are at their limit; dropping one");
+                }
             }
         }
         drop(incoming);

@@ -67,7 +67,7 @@ async fn gateway_with(listen: &str, lanes: Option<(u8, bool)>) -> Gateway {
     let keypair = Keypair::generate_ed25519();
     let host = net::spawn(keypair.clone()).unwrap();
     host.listen(listen.parse().unwrap()).await.unwrap();
-    let addr = host.listen_addrs(T).await.remove(0);
+    let addr = host.listen_addrs(1, T).await.remove(0);
     let client = NodeClient::new(host.clone());
     let lanes_judged = Arc::new(AtomicUsize::new(0));
     let offer = match lanes {
@@ -548,7 +548,7 @@ async fn a_peer_that_is_not_a_configured_gateway_is_refused() {
     let gw = gateway().await;
     let n = node(&gw, 1 << 20).await;
     wait_registered(&gw, &n.peer).await;
-    let node_addr = n.host.listen_addrs(T).await.remove(0);
+    let node_addr = n.host.listen_addrs(1, T).await.remove(0);
 
     let stranger = net::spawn(Keypair::generate_ed25519()).unwrap();
     stranger
@@ -567,6 +567,49 @@ async fn a_peer_that_is_not_a_configured_gateway_is_refused() {
         .await
         .unwrap_err();
     assert_eq!(node_error(&err), Some(ErrorKind::Unauthorized), "{err}");
+    n.cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_holding_hundreds_of_streams_cannot_starve_the_gateway() {
+    let gw = gateway().await;
+    let n = node(&gw, 1 << 20).await;
+    wait_registered(&gw, &n.peer).await;
+    let node_addr = n.host.listen_addrs(1, T).await.remove(0);
+    let stranger = net::spawn(Keypair::generate_ed25519()).unwrap();
+    stranger
+        .dial(node_addr.with(libp2p::multiaddr::Protocol::P2p(n.peer)))
+        .await
+        .unwrap();
+    assert!(stranger.wait_connected(&n.peer, T).await);
+    // 300 streams opened and held, none ever sending a request.
+    let mut control = stranger.control();
+    let mut held = Vec::new();
+    for _ in 0..300 {
+        let open = control.open_stream(
+            n.peer,
+            libp2p::StreamProtocol::new(storage_node::protocol::NODE_PROTOCOL),
+        );
+        if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_millis(200), open).await {
+            held.push(s);
+        }
+    }
+    assert!(!held.is_empty(), "the stranger opened no stream at all");
+    // The gateway is served all the while.
+    let client = NodeClient::new(gw.host.clone());
+    for nonce in 0..50 {
+        let r = client.call(n.peer, &Request::Ping { nonce }, &[], T).await;
+        assert!(
+            r.is_ok(),
+            "ping {nonce} while a stranger holds {} streams: {r:?}",
+            held.len()
+        );
+    }
+    let (id, data) = piece(5000, 9);
+    client
+        .call(n.peer, &Request::PutPiece { id, len: 5000 }, &data, T)
+        .await
+        .unwrap();
     n.cancel.cancel();
 }
 

@@ -117,7 +117,11 @@ async fn gateway() -> (HostHandle, String, Arc<Mutex<Vec<PeerId>>>) {
     host.listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
         .await
         .unwrap();
-    let addr = format!("{}/p2p/{}", host.listen_addrs(T).await[0], host.peer_id());
+    let addr = format!(
+        "{}/p2p/{}",
+        host.listen_addrs(1, T).await[0],
+        host.peer_id()
+    );
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s = seen.clone();
     tokio::spawn(serve_registrations(

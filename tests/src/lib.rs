@@ -34,6 +34,19 @@ pub struct TestNode {
     task: Option<JoinHandle<anyhow::Result<()>>>,
     /// Wraps its store when it (re)starts.
     pub wrap: Option<StoreWrap>,
+    /// `None` for the cluster's own nodes (operator-trusted, on TCP from 127.0.0.1).
+    pub stranger: Option<Stranger>,
+}
+
+/// A node the gateway does not know: it connects over QUIC from an address of its own, with
+/// whatever labels and capacity it likes to claim.
+#[derive(Debug, Clone)]
+pub struct Stranger {
+    /// The loopback address it listens and dials from (e.g. `127.0.7.1`: network
+    /// `127.0.7.0/24` to the gateway).
+    pub ip: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub capacity: String,
 }
 
 impl std::fmt::Debug for TestNode {
@@ -104,6 +117,7 @@ impl Cluster {
             lane_listen: "127.0.0.1:0".into(),
             heartbeat: "1s".into(),
             gc_interval: "500ms".into(),
+            delete_grace: "0s".into(),
             node_timeout: "10s".into(),
             ..RawConfig::default()
         };
@@ -114,7 +128,6 @@ impl Cluster {
         raw.p2p_listen = gateway
             .p2p_addrs
             .iter()
-            .take(1)
             .map(|a| {
                 let mut a = a.clone();
                 a.pop(); // the /p2p/<id> suffix
@@ -143,39 +156,77 @@ impl Cluster {
     }
 
     /// Starts one more node whose store is wrapped by `wrap` (not waiting for it to register).
+    /// The cluster's own nodes are operator-trusted, in failure domains `z0`, `z1`, `z2` by turn.
     pub async fn add_node_wrapped(&mut self, wrap: Option<StoreWrap>) -> usize {
+        let i = self.new_node(wrap, None);
+        let domain = format!("z{}", i % 3);
+        let peer = self.nodes[i].peer;
+        self.gateway.nodes.trust(peer, &domain);
+        self.config.trusted_nodes.push(format!("{peer}={domain}"));
+        self.start_node(i);
+        i
+    }
+
+    /// Starts a node the gateway does not know (not waiting for it to register); the gateway
+    /// must listen on QUIC (`/ip4/127.0.0.1/udp/0/quic-v1` in `p2p_listen`).
+    pub fn add_stranger(&mut self, stranger: Stranger) -> usize {
+        let i = self.new_node(None, Some(stranger));
+        self.start_node(i);
+        i
+    }
+
+    fn new_node(&mut self, wrap: Option<StoreWrap>, stranger: Option<Stranger>) -> usize {
         let i = self.nodes.len();
         let dir = self.dir.path().join(format!("node-{i}"));
         std::fs::create_dir_all(&dir).unwrap();
         let keypair = storage_node::identity::create(&dir).unwrap();
         let peer = keypair.public().to_peer_id();
-        let node = TestNode {
+        self.nodes.push(TestNode {
             dir,
             peer,
             cancel: CancellationToken::new(),
             task: None,
             wrap,
-        };
-        self.nodes.push(node);
-        self.start_node(i);
+            stranger,
+        });
         i
     }
 
     /// (Re)starts node `i`.
     pub fn start_node(&mut self, i: usize) {
-        let gateways = self
-            .gateway
-            .p2p_addrs
-            .iter()
-            .take(1)
-            .map(|a| a.to_string())
-            .collect();
+        let quic = |a: &libp2p::Multiaddr| a.to_string().contains("/quic-v1");
         let node = &mut self.nodes[i];
+        let (gateways, listen, labels, capacity) = match &node.stranger {
+            None => (
+                self.gateway
+                    .p2p_addrs
+                    .iter()
+                    .find(|a| !quic(a))
+                    .map(|a| a.to_string())
+                    .into_iter()
+                    .collect(),
+                "/ip4/127.0.0.1/tcp/0".to_string(),
+                [("zone".to_string(), format!("z{}", i % 3))].into(),
+                "4GiB".to_string(),
+            ),
+            Some(s) => (
+                self.gateway
+                    .p2p_addrs
+                    .iter()
+                    .find(|a| quic(a))
+                    .map(|a| a.to_string())
+                    .into_iter()
+                    .collect(),
+                format!("/ip4/{}/udp/0/quic-v1", s.ip),
+                s.labels.clone(),
+                s.capacity.clone(),
+            ),
+        };
         let raw = storage_node::config::RawConfig {
-            capacity: "4GiB".into(),
+            capacity,
             gateways,
-            listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
-            labels: [("zone".to_string(), format!("z{}", i % 3))].into(),
+            listen: vec![listen],
+            labels,
             metrics_listen: "127.0.0.1:0".into(),
             scrub_rate: "16MiB".into(),
             scrub_interval: self.scrub_interval.clone(),

@@ -11,6 +11,7 @@
 //! - `GET /admin/v1/repair`: queue depth, the most endangered entries, counters.
 //! - `GET /admin/v1/objects/{bucket}/{key}`: where one object's bytes are, per-segment health.
 //! - Hybrid buckets' remotes and mirror queues: see [`hybrid`].
+//! - Access keys and bucket grants: see [`keys`].
 //!
 //! The token lives in `<data_dir>/admin.token` (owner-only), created on first start.
 
@@ -33,6 +34,7 @@ use crate::repair::{Health, Repairer, SegmentHealth};
 use crate::reputation::NodeState;
 
 pub mod hybrid;
+pub mod keys;
 pub mod ledger;
 
 /// File name of the admin token in the data directory.
@@ -41,8 +43,9 @@ pub const TOKEN_FILE: &str = "admin.token";
 /// Reads the admin token, creating it on first use.
 pub fn token(data_dir: &Path) -> anyhow::Result<String> {
     let path = data_dir.join(TOKEN_FILE);
-    if let Ok(t) = std::fs::read_to_string(&path) {
-        return Ok(t.trim().to_string());
+    if path.exists() {
+        let t = crate::secrets::read_private(&path)?;
+        return Ok(String::from_utf8_lossy(&t).trim().to_string());
     }
     let token = crate::digest::hex(&chunker::DataKey::generate()?.to_bytes());
     crate::secrets::write_new_secret(&path, token.as_bytes())?;
@@ -58,11 +61,21 @@ pub struct NodeStatus {
     pub capacity_bytes: u64,
     pub used_bytes: u64,
     pub free_bytes: u64,
+    /// What the node says about itself: shown, never trusted.
     pub labels: std::collections::BTreeMap<String, String>,
     /// Seconds since its last registration or heartbeat (`None`: not since this gateway
     /// started).
     pub last_seen_secs: Option<u64>,
     pub state: NodeState,
+    /// The network its connection comes from, as this gateway sees it (while connected).
+    #[serde(default)]
+    pub network: Option<String>,
+    /// The failure domain the operator gave it (`None`: a stranger).
+    #[serde(default)]
+    pub trusted_domain: Option<String>,
+    /// Bytes of pieces it has taken from this gateway.
+    #[serde(default)]
+    pub stored_bytes: u64,
 }
 
 /// One node with its reputation, for `GET /admin/v1/nodes`.
@@ -93,8 +106,11 @@ pub struct Status {
     pub buckets: usize,
     /// Pieces waiting to be deleted from nodes.
     pub delete_queue: u64,
-    /// Pieces per segment (`k + m`): fewer online nodes than this means writes are refused.
+    /// Pieces per segment (`k + m`).
     pub segment_width: usize,
+    /// Why a new segment cannot be placed now (`None`: writes can be placed).
+    #[serde(default)]
+    pub not_writable: Option<String>,
     /// Objects waiting for repair.
     pub repair_queue: u64,
     /// Pieces known lost or corrupt, not yet replaced.
@@ -117,6 +133,8 @@ pub struct Status {
 pub struct AdminState {
     pub nodes: Arc<Nodes>,
     pub meta: Arc<Meta>,
+    /// Wraps the secrets of keys created through the API.
+    pub master: Arc<chunker::MasterKey>,
     pub health: Arc<Health>,
     pub repairer: Arc<Repairer>,
     pub auditor: Arc<crate::audit::Auditor>,
@@ -127,6 +145,8 @@ pub struct AdminState {
     pub s3_metrics: Arc<crate::metrics::S3Metrics>,
     pub token: Arc<str>,
     pub segment_width: usize,
+    /// Bytes of a full piece (what a segment's placement needs room for).
+    pub piece_size: u64,
 }
 
 /// The admin router.
@@ -139,6 +159,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/v1/repair", get(repair))
         .route("/admin/v1/objects/{bucket}/{*key}", get(object_health))
         .merge(hybrid::routes())
+        .merge(keys::routes())
         .merge(ledger::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -188,6 +209,9 @@ fn node_statuses(nodes: &Nodes) -> Vec<NodeStatus> {
             labels: n.registration.labels.clone(),
             last_seen_secs: n.last_seen.map(|t| t.elapsed().as_secs()),
             state: n.state,
+            network: n.network.clone(),
+            trusted_domain: n.trusted_domain.clone(),
+            stored_bytes: n.stored,
         })
         .collect()
 }
@@ -236,6 +260,11 @@ async fn status(State(s): State<AdminState>) -> Response {
         buckets,
         delete_queue,
         segment_width: s.segment_width,
+        not_writable: s
+            .nodes
+            .writable(s.segment_width, s.piece_size)
+            .err()
+            .map(|e| e.to_string()),
         repair_queue,
         bad_pieces,
         mirror_queue: backlog.values().map(|b| b.depth).sum(),
@@ -283,6 +312,34 @@ async fn metrics(State(s): State<AdminState>) -> Response {
         t.sample(
             "nodes",
             &format!("{{state=\"{state}\",online=\"{online}\"}}"),
+            n as f64,
+        );
+    }
+    t.single(
+        "writable",
+        "gauge",
+        "1 if a new segment can be placed under the placement rules now, else 0 (see /admin/v1/status for why).",
+        if s.nodes.writable(s.segment_width, s.piece_size).is_ok() { 1.0 } else { 0.0 },
+    );
+    t.family(
+        "placement_candidates",
+        "gauge",
+        "Online nodes that may take new pieces, by how far placement trusts them.",
+    );
+    let mut by_trust: BTreeMap<&str, u64> =
+        [("operator", 0), ("vetted", 0), ("unvetted", 0)].into();
+    for c in s.nodes.candidates(s.piece_size) {
+        let name = match c.trust {
+            crate::placement::Trust::Operator => "operator",
+            crate::placement::Trust::Vetted => "vetted",
+            crate::placement::Trust::Unvetted => "unvetted",
+        };
+        *by_trust.entry(name).or_default() += 1;
+    }
+    for (trust, n) in by_trust {
+        t.sample(
+            "placement_candidates",
+            &format!("{{trust=\"{trust}\"}}"),
             n as f64,
         );
     }

@@ -649,7 +649,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let meta = Arc::new(Meta::open(&dir.path().join("m")).unwrap());
         let master = Arc::new(MasterKey::from_bytes(&[7; 32]).unwrap());
-        meta.create_bucket("local", 1).unwrap();
+        meta.create_bucket("local", 1, None).unwrap();
         let remotes = Remotes::new(meta.clone(), master, Default::default()).unwrap();
         remotes.set("local", &config()).unwrap();
         let raw = meta.remote("local").unwrap().unwrap();
@@ -668,7 +668,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let meta = Arc::new(Meta::open(&dir.path().join("m")).unwrap());
         let master = Arc::new(MasterKey::from_bytes(&[7; 32]).unwrap());
-        meta.create_bucket("b", 1).unwrap();
+        meta.create_bucket("b", 1, None).unwrap();
         let remotes = Remotes::new(meta.clone(), master, Default::default()).unwrap();
         assert!(remotes.get("b").await.unwrap().is_none()); // remembered as unpaired
         remotes.set("b", &config()).unwrap();
@@ -676,7 +676,7 @@ mod tests {
         // The bucket goes (unpaired in the metadata) and comes back: no stale remote.
         meta.delete_bucket("b").unwrap();
         remotes.forget("b");
-        meta.create_bucket("b", 2).unwrap();
+        meta.create_bucket("b", 2, None).unwrap();
         assert!(remotes.get("b").await.unwrap().is_none());
     }
 

@@ -9,8 +9,8 @@ use rocksdb::{Direction, IteratorMode, WriteBatch};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    decode, encode, object_key, placed_pieces, Expect, Meta, MetaError, PieceRef, CF_PARTS,
-    CF_UPLOADS,
+    decode, encode, object_key, placed_pieces, Expect, Garbage, Meta, MetaError, PieceRef,
+    CF_PARTS, CF_UPLOADS,
 };
 
 /// A multipart upload in progress.
@@ -21,15 +21,24 @@ pub struct UploadRecord {
     pub user_metadata: BTreeMap<String, String>,
     /// The checksum algorithm the client chose at creation, if any.
     pub checksum: Option<ChecksumAlgorithm>,
-    /// One data key for all parts; part `n`'s segments are sealed as stream `n`.
+    /// One data key for all parts. Every part attempt seals its segments under a stream of its
+    /// own (see [`Meta::next_part_stream`]), so no two attempts share a nonce.
     pub wrapped_key: WrappedKey,
     /// The object's stored response headers and tags (see [`ObjectManifest`]).
     pub headers: BTreeMap<String, String>,
     pub tags: BTreeMap<String, String>,
+    /// Part attempts that have been handed a stream so far.
+    pub attempts: u32,
 }
 
-/// Format of upload records this build writes; format 1 lacks `headers` and `tags`.
-const UPLOAD_FORMAT: u8 = 2;
+/// The stream of an upload's first part attempt. Records before format 3 sealed part `n` as
+/// stream `n` (at most 10,000, S3's highest part number); every stream handed out since lies
+/// above all of those, so an upload that spans an upgrade never reuses one either.
+pub const FIRST_ATTEMPT_STREAM: u32 = 10_001;
+
+/// Format of upload records this build writes; format 1 lacks `headers` and `tags`, format 2
+/// lacks `attempts`.
+const UPLOAD_FORMAT: u8 = 3;
 
 /// Format 1 of [`UploadRecord`].
 #[derive(Deserialize)]
@@ -39,6 +48,18 @@ struct UploadRecordV1 {
     user_metadata: BTreeMap<String, String>,
     checksum: Option<ChecksumAlgorithm>,
     wrapped_key: WrappedKey,
+}
+
+/// Format 2 of [`UploadRecord`].
+#[derive(Deserialize)]
+struct UploadRecordV2 {
+    created_ms: u64,
+    content_type: Option<String>,
+    user_metadata: BTreeMap<String, String>,
+    checksum: Option<ChecksumAlgorithm>,
+    wrapped_key: WrappedKey,
+    headers: BTreeMap<String, String>,
+    tags: BTreeMap<String, String>,
 }
 
 fn encode_upload(record: &UploadRecord) -> Vec<u8> {
@@ -55,6 +76,21 @@ fn decode_upload(bytes: &[u8]) -> Result<UploadRecord, MetaError> {
             v.extend_from_slice(body);
             decode("upload", &v)
         }
+        Some((2, body)) => {
+            let mut v = vec![super::RECORD_FORMAT];
+            v.extend_from_slice(body);
+            let old: UploadRecordV2 = decode("upload", &v)?;
+            Ok(UploadRecord {
+                created_ms: old.created_ms,
+                content_type: old.content_type,
+                user_metadata: old.user_metadata,
+                checksum: old.checksum,
+                wrapped_key: old.wrapped_key,
+                headers: old.headers,
+                tags: old.tags,
+                attempts: 0,
+            })
+        }
         Some((1, _)) => {
             let old: UploadRecordV1 = decode("upload", bytes)?;
             Ok(UploadRecord {
@@ -65,6 +101,7 @@ fn decode_upload(bytes: &[u8]) -> Result<UploadRecord, MetaError> {
                 wrapped_key: old.wrapped_key,
                 headers: BTreeMap::new(),
                 tags: BTreeMap::new(),
+                attempts: 0,
             })
         }
         _ => decode("upload", bytes),
@@ -154,6 +191,33 @@ impl Meta {
             .transpose()
     }
 
+    /// Hands out the stream a new part attempt seals its segments under: a number no earlier
+    /// attempt of this upload was given, durable before the attempt encrypts anything (so not
+    /// even a crash and a retry can reuse one).
+    pub fn next_part_stream(
+        &self,
+        bucket: &str,
+        key: &str,
+        id: &[u8; 16],
+    ) -> Result<u32, MetaError> {
+        let _guard = self.lock();
+        let mut record = self
+            .upload(bucket, key, id)?
+            .ok_or(MetaError::NoSuchUpload)?;
+        let stream = FIRST_ATTEMPT_STREAM
+            .checked_add(record.attempts)
+            .ok_or(MetaError::AttemptsExhausted(record.attempts))?;
+        record.attempts += 1;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            self.cf(CF_UPLOADS),
+            upload_key(bucket, key, id),
+            encode_upload(&record),
+        );
+        self.write(batch)?;
+        Ok(stream)
+    }
+
     /// Stores a part (replacing an earlier upload of the same number), settling the pending
     /// pieces of the request that sent it, in one write.
     pub fn commit_part(
@@ -175,9 +239,10 @@ impl Meta {
         if let Some(old) = self.db.get_cf(self.cf(CF_PARTS), &pk)? {
             let old: StoredPart = decode("part", &old)?;
             for p in old.pieces().filter(|p| !used.contains(p)) {
-                self.queue_gc(&mut batch, &p);
+                self.queue_gc(&mut batch, &p, Garbage::Dropped);
             }
         }
+        self.unqueue_gc(&mut batch, &used);
         batch.put_cf(self.cf(CF_PARTS), pk, encode(part));
         self.write(batch)
     }
@@ -199,19 +264,36 @@ impl Meta {
         Ok(out)
     }
 
-    /// Ends an upload by committing `manifest` (built from some of its parts) as the object,
-    /// queueing the pieces of unused parts and of the replaced version, in one write.
+    /// Ends an upload by committing `manifest` (built from `parts`, as read before) as the
+    /// object, queueing the pieces of unused parts and of the replaced version, in one write.
+    /// [`MetaError::PartReplaced`] if one of `parts` is no longer what is stored (an UploadPart
+    /// of that number committed meanwhile and queued its pieces for deletion).
     pub fn complete_upload(
         &self,
         bucket: &str,
         key: &str,
         id: &[u8; 16],
+        parts: &[&StoredPart],
         manifest: &ObjectManifest,
         expect: &Expect,
     ) -> Result<(), MetaError> {
         let _guard = self.lock();
         if self.upload(bucket, key, id)?.is_none() {
             return Err(MetaError::NoSuchUpload);
+        }
+        for part in parts {
+            let stored = self
+                .db
+                .get_cf(self.cf(CF_PARTS), part_key(id, part.number))?;
+            let same = match stored {
+                Some(v) => decode::<StoredPart>("part", &v)? == **part,
+                None => false,
+            };
+            if !same {
+                return Err(MetaError::PartReplaced {
+                    number: part.number,
+                });
+            }
         }
         let used: HashSet<PieceRef> = placed_pieces(manifest).into_iter().collect();
         let mut batch = WriteBatch::default();
@@ -243,7 +325,7 @@ impl Meta {
     ) -> Result<(), MetaError> {
         for part in self.parts(id)? {
             for p in part.pieces().filter(|p| !keep.contains(p)) {
-                self.queue_gc(batch, &p);
+                self.queue_gc(batch, &p, Garbage::Unseen);
             }
             batch.delete_cf(self.cf(CF_PARTS), part_key(id, part.number));
         }
@@ -357,15 +439,29 @@ mod tests {
             wrapped_key: master.wrap(&chunker::DataKey::generate().unwrap()).unwrap(),
             headers: BTreeMap::new(),
             tags: BTreeMap::new(),
+            attempts: 0,
         };
-        let v2 = encode_upload(&record);
-        assert_eq!(v2[0], UPLOAD_FORMAT);
+        let v3 = encode_upload(&record);
+        assert_eq!(v3[0], UPLOAD_FORMAT);
+        assert_eq!(decode_upload(&v3).unwrap(), record);
+        // Format 2: the same fields without `attempts` (here 0, one byte) at the end.
+        assert_eq!(v3[v3.len() - 1], 0);
+        let mut v2 = vec![2];
+        v2.extend_from_slice(&v3[1..v3.len() - 1]);
         assert_eq!(decode_upload(&v2).unwrap(), record);
-        // Format 1: the same fields without the two (here empty) maps at the end.
+        // Format 1: without the two (here empty) maps either.
         assert_eq!(&v2[v2.len() - 2..], &[0, 0]);
         let mut v1 = vec![1];
         v1.extend_from_slice(&v2[1..v2.len() - 2]);
         assert_eq!(decode_upload(&v1).unwrap(), record);
         assert!(decode_upload(&[9, 1, 2]).is_err());
+        let attempted = UploadRecord {
+            attempts: 7,
+            ..record
+        };
+        assert_eq!(
+            decode_upload(&encode_upload(&attempted)).unwrap(),
+            attempted
+        );
     }
 }

@@ -71,7 +71,7 @@ fn queued(meta: &Meta) -> Vec<(NodeId, Vec<PieceId>)> {
         .unwrap()
         .into_iter()
         .map(|(n, _)| {
-            let mut b = meta.gc_batch(&n, 100).unwrap();
+            let mut b = meta.gc_due(&n, None, 100, u64::MAX, 0).unwrap();
             b.sort();
             (n, b)
         })
@@ -83,9 +83,9 @@ fn queued(meta: &Meta) -> Vec<(NodeId, Vec<PieceId>)> {
 #[test]
 fn buckets_are_created_once_and_removed_only_when_empty() {
     let (_d, meta) = open();
-    meta.create_bucket("b", 5).unwrap();
+    meta.create_bucket("b", 5, None).unwrap();
     assert!(matches!(
-        meta.create_bucket("b", 6),
+        meta.create_bucket("b", 6, None),
         Err(MetaError::BucketExists)
     ));
     assert_eq!(meta.bucket("b").unwrap().unwrap().created_ms, 5);
@@ -102,7 +102,7 @@ fn buckets_are_created_once_and_removed_only_when_empty() {
         Err(MetaError::BucketNotEmpty)
     ));
     // A bucket whose name extends this one's does not count as its content.
-    meta.create_bucket("bb", 5).unwrap();
+    meta.create_bucket("bb", 5, None).unwrap();
     meta.delete_object("b", "k").unwrap();
     meta.delete_bucket("b").unwrap();
     assert!(matches!(
@@ -115,7 +115,7 @@ fn buckets_are_created_once_and_removed_only_when_empty() {
 #[test]
 fn commit_queues_what_it_replaces_and_what_the_upload_did_not_use() {
     let (_d, meta) = open();
-    meta.create_bucket("b", 0).unwrap();
+    meta.create_bucket("b", 0, None).unwrap();
     let upload = [1; 16];
     // Three pieces sent; the manifest uses two (the third was a straggler).
     meta.add_pending(&upload, &refs(&[(1, 1), (2, 2), (3, 3)]))
@@ -175,8 +175,8 @@ fn abandoned_uploads_become_deletions_even_after_a_crash() {
 #[test]
 fn scans_are_in_byte_order_within_one_bucket() {
     let (_d, meta) = open();
-    meta.create_bucket("a", 0).unwrap();
-    meta.create_bucket("ab", 0).unwrap();
+    meta.create_bucket("a", 0, None).unwrap();
+    meta.create_bucket("ab", 0, None).unwrap();
     let m = manifest(&[(1, 1), (2, 2)]);
     for key in ["b", "a/2", "a/1", "é", "Z", "a"] {
         meta.commit_object("a", key, &m, &[0; 16], &Expect::Anything)
@@ -214,7 +214,7 @@ fn corrupt_records_are_errors_not_panics() {
 #[test]
 fn conditional_commits_check_the_current_version_atomically() {
     let (_d, meta) = open();
-    meta.create_bucket("b", 0).unwrap();
+    meta.create_bucket("b", 0, None).unwrap();
     let m = manifest(&[(1, 1), (2, 2)]);
     meta.commit_object("b", "k", &m, &[1; 16], &Expect::Absent)
         .unwrap();
@@ -233,7 +233,7 @@ fn conditional_commits_check_the_current_version_atomically() {
 #[test]
 fn a_tag_change_queues_only_tags_until_a_write_makes_it_a_full_copy() {
     let (_d, meta) = open();
-    meta.create_bucket("b", 0).unwrap();
+    meta.create_bucket("b", 0, None).unwrap();
     let record = RemoteRecord {
         queue_writes: true,
         queue_deletes: true,
@@ -293,7 +293,7 @@ fn mirror_entries_written_before_tags_only_existed_read_as_full_copies() {
         last_error: String,
     }
     let (_d, meta) = open();
-    meta.create_bucket("b", 0).unwrap();
+    meta.create_bucket("b", 0, None).unwrap();
     let old = Old {
         seq: 9,
         queued_ms: 5,
@@ -323,4 +323,141 @@ fn mirror_entries_written_before_tags_only_existed_read_as_full_copies() {
         )
         .unwrap();
     assert!(meta.mirror_entry("b", "k").is_err());
+}
+
+#[test]
+fn pieces_once_readable_wait_out_the_grace_and_the_rest_go_at_once() {
+    let (_d, meta) = open();
+    meta.create_bucket("b", 0, None).unwrap();
+    meta.add_pending(&[1; 16], &refs(&[(1, 1), (2, 2), (3, 3)]))
+        .unwrap();
+    meta.commit_object(
+        "b",
+        "k",
+        &manifest(&[(1, 1), (2, 2)]),
+        &[1; 16],
+        &Expect::Anything,
+    )
+    .unwrap();
+    meta.delete_object("b", "k").unwrap();
+    let now = crate::time::now_ms();
+    let grace = 60_000;
+    let due = |n: u8, at: u64| meta.gc_due(&node(n), None, 100, at, grace).unwrap();
+    // The straggler was never readable; the deleted object's pieces were.
+    assert_eq!(due(3, now), vec![piece(3)]);
+    assert!(due(1, now).is_empty() && due(2, now).is_empty());
+    assert_eq!(due(1, now + grace + 1000), vec![piece(1)]);
+    // Paging resumes after the last piece returned.
+    assert!(meta
+        .gc_due(&node(3), Some(&piece(3)), 100, now, grace)
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn a_commit_that_references_a_queued_piece_takes_it_off_the_queue() {
+    let (_d, meta) = open();
+    meta.create_bucket("b", 0, None).unwrap();
+    // A failed attempt queued (1, 1) and (2, 2) for deletion ...
+    meta.add_pending(&[1; 16], &refs(&[(1, 1), (2, 2)]))
+        .unwrap();
+    meta.abandon_upload(&[1; 16]).unwrap();
+    assert_eq!(queued(&meta).len(), 2);
+    // ... and a commit that places the same pieces makes them live again.
+    meta.add_pending(&[2; 16], &refs(&[(1, 1), (2, 2)]))
+        .unwrap();
+    meta.commit_object(
+        "b",
+        "k",
+        &manifest(&[(1, 1), (2, 2)]),
+        &[2; 16],
+        &Expect::Anything,
+    )
+    .unwrap();
+    assert_eq!(queued(&meta), vec![]);
+    assert!(meta.is_held(&refs(&[(1, 1)])[0]).unwrap());
+}
+
+fn upload_record(master: &MasterKey) -> UploadRecord {
+    UploadRecord {
+        created_ms: 1,
+        content_type: None,
+        user_metadata: BTreeMap::new(),
+        checksum: None,
+        wrapped_key: master.wrap(&chunker::DataKey::generate().unwrap()).unwrap(),
+        headers: BTreeMap::new(),
+        tags: BTreeMap::new(),
+        attempts: 0,
+    }
+}
+
+fn part(number: u32, pieces: &[(u8, u8)]) -> StoredPart {
+    let Body::Segments(segments) = manifest(pieces).body else {
+        unreachable!()
+    };
+    StoredPart {
+        number,
+        size: 10 * segments.len() as u64,
+        md5: [number as u8; 16],
+        checksums: Vec::new(),
+        created_ms: 1,
+        segments,
+    }
+}
+
+#[test]
+fn every_part_attempt_gets_a_stream_of_its_own_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterKey::from_bytes(&[7; 32]).unwrap();
+    let id = [5; 16];
+    let mut seen = Vec::new();
+    {
+        let meta = Meta::open(dir.path()).unwrap();
+        meta.create_bucket("b", 0, None).unwrap();
+        meta.create_upload("b", "k", &id, &upload_record(&master))
+            .unwrap();
+        for _ in 0..3 {
+            seen.push(meta.next_part_stream("b", "k", &id).unwrap());
+        }
+    }
+    let meta = Meta::open(dir.path()).unwrap();
+    seen.push(meta.next_part_stream("b", "k", &id).unwrap());
+    assert_eq!(seen, [10_001, 10_002, 10_003, 10_004]);
+    assert!(matches!(
+        meta.next_part_stream("b", "k", &[6; 16]),
+        Err(MetaError::NoSuchUpload)
+    ));
+}
+
+#[test]
+fn completing_with_a_part_replaced_meanwhile_commits_nothing() {
+    let (_d, meta) = open();
+    let master = MasterKey::from_bytes(&[7; 32]).unwrap();
+    let id = [5; 16];
+    meta.create_bucket("b", 0, None).unwrap();
+    meta.create_upload("b", "k", &id, &upload_record(&master))
+        .unwrap();
+    let first = part(1, &[(1, 1), (2, 2)]);
+    meta.commit_part("b", "k", &id, &first, &[1; 16]).unwrap();
+    // Complete read `first`; an UploadPart of number 1 commits before Complete's write.
+    let second = part(1, &[(3, 3), (4, 4)]);
+    meta.commit_part("b", "k", &id, &second, &[2; 16]).unwrap();
+    let stitched = ObjectManifest {
+        body: Body::Segments(first.segments.clone()),
+        ..manifest(&[(1, 1), (2, 2)])
+    };
+    assert!(matches!(
+        meta.complete_upload("b", "k", &id, &[&first], &stitched, &Expect::Anything),
+        Err(MetaError::PartReplaced { number: 1 })
+    ));
+    assert!(meta.object("b", "k").unwrap().is_none());
+    assert!(meta.upload("b", "k", &id).unwrap().is_some());
+    // With the part as stored now, it completes.
+    let stitched = ObjectManifest {
+        body: Body::Segments(second.segments.clone()),
+        ..manifest(&[(3, 3), (4, 4)])
+    };
+    meta.complete_upload("b", "k", &id, &[&second], &stitched, &Expect::Anything)
+        .unwrap();
+    assert!(meta.object("b", "k").unwrap().is_some());
 }

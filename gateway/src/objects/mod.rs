@@ -55,6 +55,8 @@ pub enum ObjectError {
     NoSuchKey,
     #[error("the bucket already exists")]
     BucketExists,
+    #[error("the bucket name is taken")]
+    BucketTaken,
     #[error("the bucket is not empty")]
     BucketNotEmpty,
     #[error("no such multipart upload")]
@@ -65,8 +67,8 @@ pub enum ObjectError {
     InvalidPartOrder,
     #[error("part {part} is {size} bytes; every part but the last must be at least 5 MiB")]
     EntityTooSmall { part: u32, size: u64 },
-    #[error("{online} nodes can take pieces, a segment needs {needed} distinct ones")]
-    NotEnoughNodes { needed: usize, online: usize },
+    #[error("the storage network cannot place a segment safely now: {0}")]
+    NotEnoughNodes(#[from] crate::placement::Shortfall),
     #[error("only {stored} of a segment's pieces could be stored, {needed} are required")]
     QuorumFailed { needed: usize, stored: usize },
     #[error("segment {segment} is unreadable: {reason}")]
@@ -180,11 +182,19 @@ impl ObjectService {
     }
 
     /// Creates a bucket.
-    pub fn create_bucket(&self, name: &str) -> Result<(), ObjectError> {
+    pub fn create_bucket(&self, name: &str, owner: Option<&str>) -> Result<(), ObjectError> {
         self.meta
-            .create_bucket(name, now_ms())
+            .create_bucket(name, now_ms(), owner)
             .map_err(|e| match e {
-                MetaError::BucketExists => ObjectError::BucketExists,
+                MetaError::BucketExists => {
+                    // Yours already, or somebody else's (whom it does not concern you).
+                    match (owner, self.meta.grants(name)) {
+                        (Some(k), Ok(g)) if !g.allows(k, crate::meta::Grant::Owner) => {
+                            ObjectError::BucketTaken
+                        }
+                        _ => ObjectError::BucketExists,
+                    }
+                }
                 e => e.into(),
             })
     }
@@ -198,13 +208,18 @@ impl ObjectService {
     }
 
     /// Every bucket with its creation time.
-    pub fn list_buckets(&self) -> Result<Vec<(String, u64)>, ObjectError> {
-        Ok(self
-            .meta
-            .buckets()?
-            .into_iter()
-            .map(|(n, b)| (n, b.created_ms))
-            .collect())
+    pub fn list_buckets(&self, key: Option<&str>) -> Result<Vec<(String, u64)>, ObjectError> {
+        let mut out = Vec::new();
+        for (name, b) in self.meta.buckets()? {
+            let visible = match key {
+                Some(k) => self.meta.grants(&name)?.allows(k, crate::meta::Grant::Read),
+                None => true,
+            };
+            if visible {
+                out.push((name, b.created_ms));
+            }
+        }
+        Ok(out)
     }
 
     /// Removes an empty bucket.

@@ -1,7 +1,9 @@
-//! Multipart uploads. Each part streams through the same data path as an object (its segments
-//! sealed as stream = part number under the upload's one data key, so parts uploaded in
-//! parallel never share a nonce) and is committed on its own; completing the upload stitches the
-//! chosen parts' segments into one manifest in one metadata write.
+//! Multipart uploads. Each part streams through the same data path as an object and is
+//! committed on its own; completing the upload stitches the chosen parts' segments into one
+//! manifest in one metadata write. All parts share the upload's data key, and every part
+//! *attempt* (a retry or re-upload of a number, a copy) seals under a stream the metadata hands
+//! out once ([`crate::meta::Meta::next_part_stream`]): no two attempts share a nonce, and their
+//! pieces differ, so the cleanup of a failed attempt can never name a committed part's pieces.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -119,6 +121,9 @@ fn meta_err(e: MetaError) -> ObjectError {
         MetaError::NoSuchBucket => ObjectError::NoSuchBucket,
         MetaError::NoSuchUpload => ObjectError::NoSuchUpload,
         MetaError::PreconditionFailed => ObjectError::PreconditionFailed,
+        MetaError::PartReplaced { number } => ObjectError::InvalidPart(format!(
+            "part {number} was uploaded again while the upload was completing; complete it again"
+        )),
         e => ObjectError::Meta(e),
     }
 }
@@ -154,6 +159,7 @@ impl ObjectService {
             wrapped_key: self.master.wrap(&chunker::DataKey::generate()?)?,
             headers: req.headers,
             tags: req.tags,
+            attempts: 0,
         };
         self.meta
             .create_upload(&req.bucket, &req.key, &id, &record)
@@ -187,9 +193,13 @@ impl ObjectService {
         let data_key = self.master.unwrap(&record.wrapped_key)?;
         let mut algorithms = checksums.to_vec();
         algorithms.extend(record.checksum);
+        let stream = self
+            .meta
+            .next_part_stream(bucket, key, &id)
+            .map_err(meta_err)?;
         let mut guard = UploadGuard::new(self.meta.clone())?;
         let spec = BodySpec {
-            stream: number,
+            stream,
             allow_inline: false,
             checksums: &algorithms,
             parity_to: self.parity_target(bucket).await?,
@@ -305,7 +315,7 @@ impl ObjectService {
             .validate()
             .map_err(|e| ObjectError::Task(format!("stitched manifest is invalid: {e}")))?;
         self.meta
-            .complete_upload(bucket, key, &id, &manifest, expect)
+            .complete_upload(bucket, key, &id, &parts, &manifest, expect)
             .map_err(meta_err)?;
         self.after_write(bucket, key).await?;
         Ok(manifest)

@@ -10,7 +10,7 @@
 //! not use for deletion) in one write; an upload that fails, is dropped by a disconnecting
 //! client, or dies with the process leaves only pending entries, which become deletions.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -26,7 +26,6 @@ use super::{ObjectError, ObjectService};
 use crate::digest::{BodyDigest, Digests};
 use crate::meta::{Expect, Meta, PieceRef};
 use crate::nodes::node_id;
-use crate::placement;
 use crate::time::now_ms;
 
 /// What describes a new object besides its bytes.
@@ -257,17 +256,10 @@ impl ObjectService {
         let piece_len = layout.piece_len() as u64;
         let ids = segment.ids().to_vec();
         let candidates = self.nodes.candidates(piece_len);
-        if candidates.len() < on_nodes {
-            return Err(ObjectError::NotEnoughNodes {
-                needed: on_nodes,
-                online: candidates.len(),
-            });
-        }
-        let mut ranked: Vec<PeerId> = placement::rank(&candidates, ids[0].as_bytes(), on_nodes)
-            .into_iter()
-            .map(|n| n.peer)
-            .collect();
-        let mut spares: VecDeque<PeerId> = ranked.split_off(on_nodes).into();
+        let mut plan = self
+            .nodes
+            .plan(&candidates, ids[0].as_bytes(), on_nodes, &[])?;
+        let mut ranked: Vec<PeerId> = plan.nodes().into_iter().map(|n| n.peer).collect();
         ranked.extend(parity_to.into_iter().cycle().take(total - on_nodes));
         let first: Vec<PieceRef> = (0..total)
             .map(|i| PieceRef {
@@ -313,7 +305,9 @@ impl ObjectService {
                 }
                 Err(e) => {
                     tracing::warn!(piece = i, error = %e, "piece upload failed; trying another node");
-                    if let Some(spare) = spares.pop_front() {
+                    // A parity piece bound for the remote has no other home.
+                    let spare = (i < on_nodes).then(|| plan.replace(i)).flatten();
+                    if let Some(spare) = spare.map(|n| n.peer) {
                         self.meta.add_pending(
                             upload,
                             &[PieceRef {

@@ -19,8 +19,9 @@ pub struct StoredKeys {
 impl S3Auth for StoredKeys {
     async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
         let record = match self.meta.access_key(access_key) {
-            Ok(Some(r)) => r,
-            Ok(None) => return Err(s3_error!(InvalidAccessKeyId)),
+            // A disabled key is answered as S3 answers an inactive one.
+            Ok(Some(r)) if !r.disabled => r,
+            Ok(_) => return Err(s3_error!(InvalidAccessKeyId)),
             Err(e) => {
                 tracing::error!(error = %e, "reading an access key failed");
                 return Err(s3_error!(InternalError));

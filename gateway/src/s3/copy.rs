@@ -43,7 +43,9 @@ fn copy_range(spec: &str) -> S3Result<std::ops::Range<u64>> {
     if last < first {
         return Err(bad());
     }
-    Ok(first..last + 1)
+    // `last` of u64::MAX has no half-open end (and no object is that large).
+    let end = last.checked_add(1).ok_or_else(bad)?;
+    Ok(first..end)
 }
 
 /// The source of a CopyObject or UploadPartCopy (their inputs share these fields): bucket, key

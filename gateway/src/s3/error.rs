@@ -22,11 +22,15 @@ pub fn to_s3(e: ObjectError) -> S3Error {
             "Your previous request to create the named bucket succeeded and you already own it."
                 .into(),
         ),
+        E::BucketTaken => (
+            S3ErrorCode::BucketAlreadyExists,
+            "The requested bucket name is not available. The bucket namespace is shared by all users of the system. Please select a different name and try again.".into(),
+        ),
         E::BucketNotEmpty => (
             S3ErrorCode::BucketNotEmpty,
             "The bucket you tried to delete is not empty".into(),
         ),
-        E::NotEnoughNodes { .. } | E::QuorumFailed { .. } | E::Unreadable { .. } => {
+        E::NotEnoughNodes(_) | E::QuorumFailed { .. } | E::Unreadable { .. } => {
             tracing::warn!(error = %e, "storage network cannot serve the request");
             (S3ErrorCode::ServiceUnavailable, e.to_string())
         }

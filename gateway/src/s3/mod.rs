@@ -4,6 +4,7 @@
 //! their trailers, and writes XML. Each method here translates one operation's input, calls one
 //! object-service method, and translates the result; [`error`] maps failures to S3 codes.
 
+pub mod access;
 mod attrs;
 pub mod auth;
 mod body;
@@ -11,6 +12,7 @@ mod conditions;
 mod copy;
 pub mod error;
 mod features;
+pub mod gate;
 mod multipart;
 pub mod request_id;
 
@@ -285,11 +287,12 @@ impl futures::Stream for SyncBody {
 impl S3 for S3Api {
     async fn list_buckets(
         &self,
-        _req: S3Request<dto::ListBucketsInput>,
+        req: S3Request<dto::ListBucketsInput>,
     ) -> S3Result<S3Response<dto::ListBucketsOutput>> {
+        let key = req.credentials.as_ref().map(|c| c.access_key.as_str());
         let buckets = self
             .objects
-            .list_buckets()?
+            .list_buckets(key)?
             .into_iter()
             .map(|(name, created)| dto::Bucket {
                 name: Some(name),
@@ -319,7 +322,8 @@ impl S3 for S3Api {
             return Err(e);
         }
         let bucket = input.bucket;
-        self.objects.create_bucket(&bucket)?;
+        let owner = req.credentials.as_ref().map(|c| c.access_key.as_str());
+        self.objects.create_bucket(&bucket, owner)?;
         Ok(S3Response::new(dto::CreateBucketOutput {
             location: Some(format!("/{bucket}")),
         }))

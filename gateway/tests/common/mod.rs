@@ -72,6 +72,14 @@ pub async fn wait_cluster(data: &Path) -> serde_json::Value {
     for _ in 0..1200 {
         if let Ok(text) = std::fs::read_to_string(&path) {
             if let Ok(v) = serde_json::from_str(&text) {
+                // It holds a secret key and the admin token.
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+                assert_eq!(
+                    mode & 0o077,
+                    0,
+                    "cluster.json is readable by others: {mode:o}"
+                );
                 return v;
             }
         }
