@@ -401,6 +401,27 @@ fn denied<E: aws_sdk_s3::error::ProvideErrorMetadata, R: std::fmt::Debug>(r: Res
     }
 }
 
+/// `s3` may neither write nor delete in `bucket`.
+async fn writes_denied(s3: &aws_sdk_s3::Client, bucket: &str) {
+    assert!(denied(
+        s3.put_object()
+            .bucket(bucket)
+            .key("x")
+            .body(ByteStream::from(vec![2u8; 10]))
+            .send()
+            .await
+            .map_err(|e| e.into_service_error())
+    ));
+    assert!(denied(
+        s3.delete_object()
+            .bucket(bucket)
+            .key("k")
+            .send()
+            .await
+            .map_err(|e| e.into_service_error())
+    ));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_key_reaches_only_the_buckets_it_was_granted() {
     let c = Cluster::start(6, |_| {}).await;
@@ -434,23 +455,7 @@ async fn a_key_reaches_only_the_buckets_it_was_granted() {
             .await
             .map_err(|e| e.into_service_error())
     ));
-    assert!(denied(
-        b.put_object()
-            .bucket("mine")
-            .key("x")
-            .body(ByteStream::from(vec![2u8; 10]))
-            .send()
-            .await
-            .map_err(|e| e.into_service_error())
-    ));
-    assert!(denied(
-        b.delete_object()
-            .bucket("mine")
-            .key("k")
-            .send()
-            .await
-            .map_err(|e| e.into_service_error())
-    ));
+    writes_denied(&b, "mine").await;
     assert!(denied(
         b.delete_bucket()
             .bucket("mine")
@@ -502,23 +507,7 @@ async fn a_key_reaches_only_the_buckets_it_was_granted() {
             .key_count(),
         Some(1)
     );
-    assert!(denied(
-        b.put_object()
-            .bucket("mine")
-            .key("x")
-            .body(ByteStream::from(vec![2u8; 10]))
-            .send()
-            .await
-            .map_err(|e| e.into_service_error())
-    ));
-    assert!(denied(
-        b.delete_object()
-            .bucket("mine")
-            .key("k")
-            .send()
-            .await
-            .map_err(|e| e.into_service_error())
-    ));
+    writes_denied(&b, "mine").await;
 
     // Disabled, then deleted: refused at once, while the gateway runs.
     assert!(gateway::keys::set_disabled(&c.gateway.meta, &b_key.id, true).unwrap());

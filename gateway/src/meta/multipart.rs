@@ -50,16 +50,32 @@ struct UploadRecordV1 {
     wrapped_key: WrappedKey,
 }
 
-/// Format 2 of [`UploadRecord`].
+/// Format 2 of [`UploadRecord`]: format 1's fields, then the two maps (postcard lays a nested
+/// struct's fields out in place, so this reads the flat record).
 #[derive(Deserialize)]
 struct UploadRecordV2 {
-    created_ms: u64,
-    content_type: Option<String>,
-    user_metadata: BTreeMap<String, String>,
-    checksum: Option<ChecksumAlgorithm>,
-    wrapped_key: WrappedKey,
+    base: UploadRecordV1,
     headers: BTreeMap<String, String>,
     tags: BTreeMap<String, String>,
+}
+
+impl UploadRecordV1 {
+    fn upgrade(
+        self,
+        headers: BTreeMap<String, String>,
+        tags: BTreeMap<String, String>,
+    ) -> UploadRecord {
+        UploadRecord {
+            created_ms: self.created_ms,
+            content_type: self.content_type,
+            user_metadata: self.user_metadata,
+            checksum: self.checksum,
+            wrapped_key: self.wrapped_key,
+            headers,
+            tags,
+            attempts: 0,
+        }
+    }
 }
 
 fn encode_upload(record: &UploadRecord) -> Vec<u8> {
@@ -80,29 +96,11 @@ fn decode_upload(bytes: &[u8]) -> Result<UploadRecord, MetaError> {
             let mut v = vec![super::RECORD_FORMAT];
             v.extend_from_slice(body);
             let old: UploadRecordV2 = decode("upload", &v)?;
-            Ok(UploadRecord {
-                created_ms: old.created_ms,
-                content_type: old.content_type,
-                user_metadata: old.user_metadata,
-                checksum: old.checksum,
-                wrapped_key: old.wrapped_key,
-                headers: old.headers,
-                tags: old.tags,
-                attempts: 0,
-            })
+            Ok(old.base.upgrade(old.headers, old.tags))
         }
         Some((1, _)) => {
             let old: UploadRecordV1 = decode("upload", bytes)?;
-            Ok(UploadRecord {
-                created_ms: old.created_ms,
-                content_type: old.content_type,
-                user_metadata: old.user_metadata,
-                checksum: old.checksum,
-                wrapped_key: old.wrapped_key,
-                headers: BTreeMap::new(),
-                tags: BTreeMap::new(),
-                attempts: 0,
-            })
+            Ok(old.upgrade(BTreeMap::new(), BTreeMap::new()))
         }
         _ => decode("upload", bytes),
     }
