@@ -649,6 +649,26 @@ async fn tiering_moves_objects_to_the_remote_and_reads_follow_them() {
     .unwrap();
     assert!(health.contains(r#""locations":["remote"]"#), "{health}");
 
+    // A remote that changes a tiered object's bytes (same length) is caught: the read ends in
+    // an error, never a complete answer with other bytes.
+    let mut forged = big[1].clone();
+    forged[12345] ^= 1;
+    remote
+        .client()
+        .put_object()
+        .bucket("cold")
+        .key("big1")
+        .body(ByteStream::from(forged))
+        .send()
+        .await
+        .unwrap();
+    let read = async {
+        let out = s3.get_object().bucket("archive").key("big1").send().await?;
+        let bytes = out.body.collect().await?;
+        anyhow::Ok(bytes.into_bytes().to_vec())
+    };
+    assert!(read.await.is_err(), "a forged remote copy was served whole");
+
     // While objects live in the remote, it cannot be dropped.
     let (status, body) = gateway::admin::request(
         cluster.gateway.admin_addr,

@@ -70,7 +70,12 @@ impl ObjectService {
             )));
         }
         let segments = match &manifest.body {
-            Body::Remote { key } => return self.read_remote(bucket, key, range).await,
+            Body::Remote { key } => {
+                // A tiered object is ours (it has its data key); one only described from the
+                // remote's listing (a fallback read) has nothing of ours to check it against.
+                let ours = (!manifest.wrapped_key.as_bytes().is_empty()).then_some(manifest);
+                return self.read_remote(bucket, key, range, ours).await;
+            }
             Body::Inline { ciphertext } => {
                 let plain = self
                     .master

@@ -26,6 +26,7 @@ use super::get::ObjectStream;
 use super::list::{ListPage, ListQuery};
 use super::put::PutObject;
 use super::{ObjectError, ObjectInfo, ObjectService};
+use crate::digest::BodyDigest;
 use crate::hybrid::{MirrorMode, Remote, RemoteError, RemoteObject, UploadMeta};
 use crate::meta::Expect;
 
@@ -82,6 +83,108 @@ fn exact_length(stream: ObjectStream, size: u64) -> ObjectStream {
 }
 
 /// A manifest describing a remote's object (not stored: it says where the bytes are).
+/// Checks a whole object read from a remote against the ETag this gateway computed when the
+/// object was written (the MD5, or for a multipart object the MD5 of its parts' MD5s): a
+/// remote whose bytes differ ends the stream with an error instead of a clean end, so a client
+/// never receives a complete answer with wrong bytes.
+fn verified(stream: ObjectStream, manifest: &ObjectManifest) -> ObjectStream {
+    /// Digests a stream part by part.
+    struct Parts {
+        inner: ObjectStream,
+        /// Sizes of the parts still to come, next last.
+        sizes: Vec<u64>,
+        /// The part being read: its digest and the bytes it still lacks.
+        open: Option<(BodyDigest, u64)>,
+        md5s: Vec<u8>,
+        done: bool,
+    }
+    impl Parts {
+        fn next_part(&mut self) {
+            self.open = self.sizes.pop().map(|n| (BodyDigest::new(&[]), n));
+        }
+        /// Closes every part that has all its bytes (a zero-length part has them at once).
+        fn close_full(&mut self) {
+            while let Some((_, 0)) = &self.open {
+                if let Some((d, _)) = self.open.take() {
+                    self.md5s.extend_from_slice(&d.finish().md5);
+                }
+                self.next_part();
+            }
+        }
+        fn feed(&mut self, mut rest: &[u8]) -> bool {
+            while !rest.is_empty() {
+                self.close_full();
+                let Some((digest, left)) = &mut self.open else {
+                    return false; // more bytes than the parts hold
+                };
+                let take = (*left).min(rest.len() as u64) as usize;
+                digest.update(&rest[..take]);
+                *left -= take as u64;
+                rest = &rest[take..];
+            }
+            self.close_full();
+            true
+        }
+    }
+    let wrong = |what: String| ObjectError::from(RemoteError::Corrupt(what));
+    let expected = manifest.etag.trim_matches('"').to_string();
+    let multipart = !manifest.parts.is_empty();
+    let mut sizes: Vec<u64> = if multipart {
+        manifest.parts.iter().map(|p| p.size).collect()
+    } else {
+        vec![manifest.size]
+    };
+    sizes.reverse();
+    let mut parts = Parts {
+        inner: stream,
+        sizes,
+        open: None,
+        md5s: Vec::new(),
+        done: false,
+    };
+    parts.next_part();
+    parts.close_full();
+    stream::unfold(parts, move |mut st| {
+        let expected = expected.clone();
+        async move {
+            if st.done {
+                return None;
+            }
+            match st.inner.next().await {
+                Some(Ok(chunk)) => {
+                    if st.feed(&chunk) {
+                        Some((Ok(chunk), st))
+                    } else {
+                        st.done = true;
+                        Some((Err(wrong("more bytes than the object holds".into())), st))
+                    }
+                }
+                Some(Err(e)) => {
+                    st.done = true;
+                    Some((Err(e), st))
+                }
+                None => {
+                    st.done = true;
+                    let got = if multipart {
+                        let mut d = BodyDigest::new(&[]);
+                        d.update(&st.md5s);
+                        format!("{}-{}", d.finish().etag(), st.md5s.len() / 16)
+                    } else {
+                        crate::digest::hex(st.md5s.get(..16).unwrap_or(&[]))
+                    };
+                    if st.open.is_none() && got == expected {
+                        None
+                    } else {
+                        let e = wrong(format!("its content hashes to ETag {got}, not {expected}"));
+                        Some((Err(e), st))
+                    }
+                }
+            }
+        }
+    })
+    .boxed()
+}
+
 fn described(found: RemoteObject, remote_key: String) -> ObjectManifest {
     ObjectManifest {
         size: found.size,
@@ -189,12 +292,14 @@ impl ObjectService {
         Ok(Some(page))
     }
 
-    /// Streams `range` of the object `remote_key` in `bucket`'s remote.
+    /// Streams `range` of the object `remote_key` in `bucket`'s remote, checked against its
+    /// length, and a whole read of an object this gateway wrote (`ours`) against its ETag.
     pub(super) async fn read_remote(
         &self,
         bucket: &str,
         remote_key: &str,
         range: Range<u64>,
+        ours: Option<&ObjectManifest>,
     ) -> Result<ObjectStream, ObjectError> {
         let remote = self.remotes.get(bucket).await?.ok_or_else(|| {
             ObjectError::Remote(RemoteError::Refused(format!(
@@ -202,13 +307,18 @@ impl ObjectService {
             )))
         })?;
         let want = range.end - range.start;
+        let whole = ours.filter(|m| range.start == 0 && range.end == m.size);
         let body = remote
             .store
             .get(remote_key, range)
             .await?
             .map_err(ObjectError::from)
             .boxed();
-        Ok(exact_length(body, want))
+        let body = exact_length(body, want);
+        Ok(match whole {
+            Some(m) => verified(body, m),
+            None => body,
+        })
     }
 
     /// For an object of `bucket` the nodes cannot serve: the same bytes from the bucket's
@@ -240,7 +350,10 @@ impl ObjectService {
                 return None;
             }
         }
-        let mut stream = self.read_remote(bucket, &remote_key, range).await.ok()?;
+        let mut stream = self
+            .read_remote(bucket, &remote_key, range, Some(manifest))
+            .await
+            .ok()?;
         let first = stream.next().await;
         match first {
             Some(Err(e)) => {
@@ -438,5 +551,86 @@ impl ObjectService {
             Err(ObjectError::PreconditionFailed) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use chunker::manifest::PartRecord;
+
+    fn md5_hex(data: &[u8]) -> String {
+        let mut d = BodyDigest::new(&[]);
+        d.update(data);
+        d.finish().etag()
+    }
+
+    fn manifest(size: u64, etag: String, parts: Vec<PartRecord>) -> ObjectManifest {
+        ObjectManifest {
+            size,
+            etag,
+            content_type: None,
+            user_metadata: BTreeMap::new(),
+            checksums: Vec::new(),
+            created_ms: 0,
+            wrapped_key: WrappedKey::from_bytes(vec![1]),
+            parts,
+            body: Body::Remote { key: "k".into() },
+            headers: BTreeMap::new(),
+            tags: BTreeMap::new(),
+        }
+    }
+
+    async fn read(chunks: Vec<&'static [u8]>, m: &ObjectManifest) -> Result<Vec<u8>, ObjectError> {
+        let s = stream::iter(chunks.into_iter().map(|c| Ok(Bytes::from_static(c)))).boxed();
+        let mut out = Vec::new();
+        let mut v = verified(s, m);
+        while let Some(c) = v.next().await {
+            out.extend_from_slice(&c?);
+        }
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn whole_reads_from_a_remote_are_checked_against_the_etag() {
+        let m = manifest(11, md5_hex(b"hello world"), Vec::new());
+        assert_eq!(
+            read(vec![b"hello", b" world"], &m).await.unwrap(),
+            b"hello world"
+        );
+        assert!(
+            read(vec![b"hello", b" worle"], &m).await.is_err(),
+            "one byte changed"
+        );
+        let empty = manifest(0, md5_hex(b""), Vec::new());
+        assert!(read(vec![], &empty).await.is_ok());
+        // Multipart: the MD5 of the parts' MD5s, whatever the chunks' boundaries.
+        let mut both = Vec::new();
+        let mut d = BodyDigest::new(&[]);
+        d.update(b"abc");
+        both.extend_from_slice(&d.finish().md5);
+        let mut d = BodyDigest::new(&[]);
+        d.update(b"defg");
+        both.extend_from_slice(&d.finish().md5);
+        let parts = vec![
+            PartRecord {
+                number: 1,
+                size: 3,
+                etag: String::new(),
+            },
+            PartRecord {
+                number: 2,
+                size: 4,
+                etag: String::new(),
+            },
+        ];
+        let m = manifest(7, format!("{}-2", md5_hex(&both)), parts);
+        assert_eq!(read(vec![b"ab", b"cdefg"], &m).await.unwrap(), b"abcdefg");
+        assert!(read(vec![b"abcdefh"], &m).await.is_err());
+        assert!(
+            read(vec![b"abcdefgh"], &m).await.is_err(),
+            "a byte too many"
+        );
     }
 }

@@ -67,6 +67,8 @@ pub enum ObjectError {
     InvalidPartOrder,
     #[error("part {part} is {size} bytes; every part but the last must be at least 5 MiB")]
     EntityTooSmall { part: u32, size: u64 },
+    #[error("the body exceeds the {limit}-byte limit")]
+    EntityTooLarge { limit: u64 },
     #[error("the storage network cannot place a segment safely now: {0}")]
     NotEnoughNodes(#[from] crate::placement::Shortfall),
     #[error("only {stored} of a segment's pieces could be stored, {needed} are required")]

@@ -284,6 +284,11 @@ impl ObjectService {
             });
         }
 
+        if parts.iter().map(|p| p.size).sum::<u64>() > super::put::MAX_OBJECT {
+            return Err(ObjectError::EntityTooLarge {
+                limit: super::put::MAX_OBJECT,
+            });
+        }
         let mut md5s = Vec::with_capacity(16 * parts.len());
         for p in &parts {
             md5s.extend_from_slice(&p.md5);

@@ -28,6 +28,11 @@ use crate::meta::{Expect, Meta, PieceRef};
 use crate::nodes::node_id;
 use crate::time::now_ms;
 
+/// Largest body of one PutObject or UploadPart (S3's limit).
+pub const MAX_BODY: u64 = 5 << 30;
+/// Largest object a multipart upload may complete into (S3's limit).
+pub const MAX_OBJECT: u64 = 5 << 40;
+
 /// What describes a new object besides its bytes.
 #[derive(Debug, Clone, Default)]
 pub struct PutObject {
@@ -175,6 +180,7 @@ impl ObjectService {
             let mut held: Vec<Bytes> = Vec::new();
             let mut held_len = 0usize;
             let mut emitted = false;
+            let mut total = 0u64;
             let idle = self.cfg.body_timeout;
             loop {
                 let next = tokio::time::timeout(idle, body.next()).await;
@@ -182,6 +188,11 @@ impl ObjectService {
                     break;
                 };
                 let mut chunk = chunk.map_err(|e| ObjectError::Body(e.to_string()))?;
+                // Whatever the request declared: one PUT or part is at most S3's 5 GiB.
+                total = total.saturating_add(chunk.len() as u64);
+                if total > MAX_BODY {
+                    return Err(ObjectError::EntityTooLarge { limit: MAX_BODY });
+                }
                 while !chunk.is_empty() {
                     let take = (seg_len - held_len).min(chunk.len());
                     held.push(chunk.split_to(take));

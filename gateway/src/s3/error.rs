@@ -50,6 +50,10 @@ pub fn to_s3(e: ObjectError) -> S3Error {
         E::InvalidPart(_) => (S3ErrorCode::InvalidPart, e.to_string()),
         E::InvalidPartOrder => (S3ErrorCode::InvalidPartOrder, e.to_string()),
         E::EntityTooSmall { .. } => (S3ErrorCode::EntityTooSmall, e.to_string()),
+        E::EntityTooLarge { .. } => (
+            S3ErrorCode::EntityTooLarge,
+            "Your proposed upload exceeds the maximum allowed size".into(),
+        ),
         E::Busy => (
             S3ErrorCode::SlowDown,
             "Please reduce your request rate.".into(),

@@ -27,8 +27,8 @@ use axum::response::Response;
 
 /// S3's limits on what a request head may be.
 pub const MAX_HEADER_BYTES: usize = 8 << 10;
-/// Largest body of one PutObject or UploadPart.
-pub const MAX_PUT_BYTES: u64 = 5 << 30;
+/// Largest body of one PutObject or UploadPart (the object service also counts what arrives).
+pub const MAX_PUT_BYTES: u64 = crate::objects::put::MAX_BODY;
 /// Longest validity of a presigned URL (7 days).
 pub const MAX_PRESIGNED_SECS: u64 = 7 * 24 * 3600;
 
