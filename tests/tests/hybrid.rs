@@ -743,6 +743,19 @@ async fn parity_in_the_cloud_keeps_objects_readable_and_repairable_without_m_dat
     let mut config = remote.config("parity", MirrorMode::Off, false);
     config.parity = true;
     pair(&cluster, "vault", &config).await;
+    // Where the remote keeps parity pieces, no user key may go.
+    let refused = s3
+        .put_object()
+        .bucket("vault")
+        .key(".pieces/forged")
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        aws_sdk_s3::error::ProvideErrorMetadata::code(&refused.into_service_error()),
+        Some("InvalidArgument")
+    );
 
     let data = test_bytes(10_000_000, 70);
     put(&s3, "vault", "doc", &data).await;

@@ -69,8 +69,12 @@ impl RoutedPieces {
 }
 
 /// Where piece `id` lives in `remote`.
+/// Where parity pieces live in a remote, under its prefix: user keys here are refused in a
+/// bucket with a remote, and never mirrored, so neither can touch a piece.
+pub const PIECES_PREFIX: &str = ".pieces/";
+
 fn piece_key(remote: &super::Remote, id: PieceId) -> String {
-    remote.config.remote_key(&format!(".pieces/{id}"))
+    remote.config.remote_key(&format!("{PIECES_PREFIX}{id}"))
 }
 
 fn piece_error(peer: PeerId, piece: PieceId, e: RemoteError) -> PieceError {

@@ -378,6 +378,15 @@ impl ObjectService {
         key: &str,
         tags_only: bool,
     ) -> Result<(), RemoteError> {
+        if key.starts_with(crate::hybrid::pieces::PIECES_PREFIX) {
+            // Written before the bucket had its remote: mirroring it could overwrite a piece.
+            tracing::warn!(
+                bucket,
+                key,
+                "not mirrored: the key lies where the remote keeps parity pieces"
+            );
+            return Ok(());
+        }
         let remote_key = remote.config.remote_key(key);
         let local = self
             .meta
@@ -439,6 +448,19 @@ impl ObjectService {
 
     /// Where new segments of `bucket` put their parity pieces instead of nodes: its remote's
     /// stand-in peer when the bucket keeps parity in the cloud.
+    /// Refuses a new key of `bucket` that lies where its remote keeps parity pieces.
+    pub(super) async fn check_new_key(&self, bucket: &str, key: &str) -> Result<(), ObjectError> {
+        if key.starts_with(crate::hybrid::pieces::PIECES_PREFIX)
+            && self.remotes.get(bucket).await?.is_some()
+        {
+            return Err(ObjectError::Invalid(format!(
+                "keys under {} are reserved in a bucket paired with a remote",
+                crate::hybrid::pieces::PIECES_PREFIX
+            )));
+        }
+        Ok(())
+    }
+
     pub(super) async fn parity_target(
         &self,
         bucket: &str,

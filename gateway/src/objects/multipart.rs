@@ -145,8 +145,9 @@ impl ObjectService {
     }
 
     /// Starts an upload; returns its id.
-    pub fn create_upload(&self, req: CreateUpload) -> Result<String, ObjectError> {
+    pub async fn create_upload(&self, req: CreateUpload) -> Result<String, ObjectError> {
         self.head_bucket(&req.bucket)?;
+        self.check_new_key(&req.bucket, &req.key).await?;
         let random = super::put::random_upload_id()?;
         let mut id = [0u8; 16];
         id[..8].copy_from_slice(&now_ms().to_be_bytes());

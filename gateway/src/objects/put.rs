@@ -115,6 +115,7 @@ impl ObjectService {
         E: std::fmt::Display,
     {
         self.check_expect(&req.bucket, &req.key, &req.expect)?;
+        self.check_new_key(&req.bucket, &req.key).await?;
         let mut guard = UploadGuard::new(self.meta.clone())?;
         let data_key = DataKey::generate()?;
         let wrapped_key = self.master.wrap(&data_key)?;

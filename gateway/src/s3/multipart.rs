@@ -54,15 +54,18 @@ pub(super) async fn create(
         })?),
         None => None,
     };
-    let upload_id = api.objects.create_upload(CreateUpload {
-        bucket: input.bucket.clone(),
-        key: input.key.clone(),
-        content_type: input.content_type,
-        user_metadata: super::attrs::user_metadata(input.metadata)?,
-        headers: super::attrs::stored_headers!(input),
-        tags: super::attrs::from_header(&input.tagging)?,
-        checksum,
-    })?;
+    let upload_id = api
+        .objects
+        .create_upload(CreateUpload {
+            bucket: input.bucket.clone(),
+            key: input.key.clone(),
+            content_type: input.content_type,
+            user_metadata: super::attrs::user_metadata(input.metadata)?,
+            headers: super::attrs::stored_headers!(input),
+            tags: super::attrs::from_header(&input.tagging)?,
+            checksum,
+        })
+        .await?;
     Ok(S3Response::new(dto::CreateMultipartUploadOutput {
         bucket: Some(input.bucket),
         key: Some(input.key),
