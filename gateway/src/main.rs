@@ -345,8 +345,14 @@ async fn status(config: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
     }
     for n in &s.nodes {
         let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        // Where placement puts it: the operator's domain, or the network it connects from.
+        let domain = match (&n.trusted_domain, &n.network) {
+            (Some(d), _) => format!("trusted {d}"),
+            (None, Some(net)) => format!("stranger {net}"),
+            (None, None) => "stranger (not connected)".to_string(),
+        };
         println!(
-            "{} {:<7} {:<12} used {:>10} of {:>10}  {}",
+            "{} {:<7} {:<12} used {:>10} of {:>10}  {domain}  claims: {}",
             n.id,
             if n.online { "online" } else { "offline" },
             n.state.as_str(),
