@@ -166,7 +166,8 @@ impl Gate {
             .iter()
             .map(|(k, v)| k.as_str().len() + v.len() + 4)
             .sum::<usize>()
-            + uri.to_string().len();
+            + uri.path().len()
+            + uri.query().map_or(0, str::len);
         if head_bytes > MAX_HEADER_BYTES {
             return Err(refuse(
                 StatusCode::BAD_REQUEST,
