@@ -624,6 +624,58 @@ async fn strangers_holding_hundreds_of_streams_cannot_starve_the_gateway() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_registration_streams_do_not_keep_their_slots() {
+    use futures::AsyncReadExt;
+    let gw = gateway().await;
+    let stranger = net::spawn(Keypair::generate_ed25519()).unwrap();
+    let gw_peer = gw.host.peer_id();
+    stranger
+        .dial(
+            gw.addr
+                .clone()
+                .with(libp2p::multiaddr::Protocol::P2p(gw_peer)),
+        )
+        .await
+        .unwrap();
+    assert!(stranger.wait_connected(&gw_peer, T).await);
+    let mut control = stranger.control();
+    let mut streams = Vec::new();
+    for _ in 0..40 {
+        if streams.len() == 6 {
+            break;
+        }
+        let open = control.open_stream(
+            gw_peer,
+            libp2p::StreamProtocol::new(storage_node::protocol::REGISTER_PROTOCOL),
+        );
+        if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_millis(500), open).await {
+            streams.push(s);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(streams.len(), 6);
+    // Reads end (0 bytes, or an error) once the gateway has let a stream go.
+    async fn closed_within(s: &mut libp2p::Stream, within: Duration) -> bool {
+        let mut buf = [0u8; 16];
+        matches!(
+            tokio::time::timeout(within, s.read(&mut buf)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }
+    // One peer holds at most four: the fifth and sixth are let go at once.
+    assert!(closed_within(&mut streams[4], Duration::from_secs(3)).await);
+    assert!(closed_within(&mut streams[5], Duration::from_secs(3)).await);
+    // The first four, silent, are let go once their first registration is overdue.
+    let deadline = storage_node::client::FIRST_REGISTRATION_WITHIN + Duration::from_secs(5);
+    for s in &mut streams[..4] {
+        assert!(
+            closed_within(s, deadline).await,
+            "a silent registration stream was kept"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_node_is_reached_on_fresh_streams_not_the_dead_pooled_ones() {
     let gw = gateway().await;
     let n = node(&gw, 1 << 20).await;
