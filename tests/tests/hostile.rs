@@ -14,7 +14,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use chunker::manifest::Body;
 use libp2p::PeerId;
-use tests::{test_bytes, Cluster, Stranger};
+use tests::{code, get, put, test_bytes, Cluster, Stranger};
 
 const MIB: usize = 1 << 20;
 
@@ -104,13 +104,7 @@ async fn strangers_that_lie_and_leave_together_cost_no_object() {
     let objects = 24;
     let len = 5_000_000;
     for i in 0..objects {
-        s3.put_object()
-            .bucket("crowd")
-            .key(format!("o{i}"))
-            .body(ByteStream::from(test_bytes(len, i as u64)))
-            .send()
-            .await
-            .unwrap();
+        put(&s3, "crowd", &format!("o{i}"), &test_bytes(len, i as u64)).await;
     }
     let stranger_peers: BTreeSet<PeerId> = strangers.iter().map(|&i| c.nodes[i].peer).collect();
     let mut segments = 0;
@@ -192,13 +186,7 @@ async fn a_network_of_strangers_in_vetting_refuses_writes_and_says_why() {
         .to_string();
     assert!(why.contains("0 operator-listed"), "{why}");
     // A small object lives in the metadata and is still taken.
-    s3.put_object()
-        .bucket("young")
-        .key("small")
-        .body(ByteStream::from(vec![7u8; 100]))
-        .send()
-        .await
-        .unwrap();
+    put(&s3, "young", "small", &[7u8; 100]).await;
     figures("young-network", &format!("8 strangers in vetting, no operator nodes: PUT 2 MiB → 503 ServiceUnavailable: {message}"));
     c.stop().await;
 }
@@ -222,11 +210,7 @@ async fn part(
     }
     match req.send().await {
         Ok(out) => Ok(out.e_tag().unwrap().to_string()),
-        Err(e) => Err(
-            aws_sdk_s3::error::ProvideErrorMetadata::code(&e.into_service_error())
-                .unwrap_or("(none)")
-                .to_string(),
-        ),
+        Err(e) => Err(code(&e.into_service_error())),
     }
 }
 
@@ -316,16 +300,8 @@ async fn a_retried_part_neither_reuses_a_nonce_nor_deletes_the_committed_part() 
     )
     .await
     .unwrap();
-    let got = s3
-        .get_object()
-        .bucket("parts")
-        .key("k")
-        .send()
-        .await
-        .unwrap();
-    let bytes = got.body.collect().await.unwrap().into_bytes();
     assert!(
-        bytes.as_ref() == [one.as_slice(), last.as_slice()].concat().as_slice(),
+        get(&s3, "parts", "k").await == [one.as_slice(), last.as_slice()].concat(),
         "the object reads back whole"
     );
     figures(
@@ -348,13 +324,7 @@ async fn a_deleted_objects_pieces_wait_out_the_delete_grace() {
     let c = Cluster::start(6, |c| c.delete_grace = "1h".into()).await;
     let s3 = c.client();
     s3.create_bucket().bucket("grace").send().await.unwrap();
-    s3.put_object()
-        .bucket("grace")
-        .key("k")
-        .body(ByteStream::from(test_bytes(3 * MIB, 3)))
-        .send()
-        .await
-        .unwrap();
+    put(&s3, "grace", "k", &test_bytes(3 * MIB, 3)).await;
     let files = |c: &Cluster| c.nodes.iter().map(|n| n.piece_files().len()).sum::<usize>();
     let stored = files(&c);
     assert!(stored >= 6);
@@ -429,13 +399,7 @@ async fn a_key_reaches_only_the_buckets_it_was_granted() {
     let b_key = gateway::keys::create(&c.gateway.meta, &c.gateway.master, "b").unwrap();
     let b = c.client_with(&b_key.id, &b_key.secret);
     a.create_bucket().bucket("mine").send().await.unwrap();
-    a.put_object()
-        .bucket("mine")
-        .key("k")
-        .body(ByteStream::from(vec![1u8; 10_000]))
-        .send()
-        .await
-        .unwrap();
+    put(&a, "mine", "k", &[1u8; 10_000]).await;
 
     // B sees nothing of A's bucket and can touch none of it.
     let listed = b.list_buckets().send().await.unwrap();
@@ -476,10 +440,7 @@ async fn a_key_reaches_only_the_buckets_it_was_granted() {
     ));
     // The name is taken.
     let taken = b.create_bucket().bucket("mine").send().await.unwrap_err();
-    assert_eq!(
-        aws_sdk_s3::error::ProvideErrorMetadata::code(&taken.into_service_error()),
-        Some("BucketAlreadyExists")
-    );
+    assert_eq!(code(&taken.into_service_error()), "BucketAlreadyExists");
 
     // A read grant lets B read, and only read.
     c.gateway
@@ -512,10 +473,7 @@ async fn a_key_reaches_only_the_buckets_it_was_granted() {
     // Disabled, then deleted: refused at once, while the gateway runs.
     assert!(gateway::keys::set_disabled(&c.gateway.meta, &b_key.id, true).unwrap());
     let refused = b.list_buckets().send().await.unwrap_err();
-    assert_eq!(
-        aws_sdk_s3::error::ProvideErrorMetadata::code(&refused.into_service_error()),
-        Some("InvalidAccessKeyId")
-    );
+    assert_eq!(code(&refused.into_service_error()), "InvalidAccessKeyId");
     assert!(gateway::keys::set_disabled(&c.gateway.meta, &b_key.id, false).unwrap());
     b.get_object().bucket("mine").key("k").send().await.unwrap();
     assert!(c.gateway.meta.delete_access_key(&b_key.id).unwrap());
@@ -573,13 +531,7 @@ async fn floods_on_the_s3_port_are_shed_before_they_cost_memory_or_service() {
     let c = Cluster::start(6, |_| {}).await;
     let s3 = c.client();
     s3.create_bucket().bucket("flood").send().await.unwrap();
-    s3.put_object()
-        .bucket("flood")
-        .key("k")
-        .body(ByteStream::from(vec![5u8; 1000]))
-        .send()
-        .await
-        .unwrap();
+    put(&s3, "flood", "k", &[5u8; 1000]).await;
     let addr = c.gateway.s3_addr;
 
     // An anonymous 1 GiB form POST: refused from its head, its body never read.
@@ -622,14 +574,7 @@ async fn floods_on_the_s3_port_are_shed_before_they_cost_memory_or_service() {
     }
     let started = std::time::Instant::now();
     for _ in 0..20 {
-        let got = s3
-            .get_object()
-            .bucket("flood")
-            .key("k")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(got.body.collect().await.unwrap().into_bytes().len(), 1000);
+        assert_eq!(get(&s3, "flood", "k").await.len(), 1000);
     }
     let took = started.elapsed();
     figures(

@@ -12,11 +12,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Tag, Tagging};
 use gateway::hybrid::{MirrorMode, RemoteConfig};
 use tests::remote::RemoteS3;
-use tests::{test_bytes, Cluster};
-
-fn code<E: aws_sdk_s3::error::ProvideErrorMetadata>(e: &E) -> String {
-    e.code().unwrap_or("(none)").to_string()
-}
+use tests::{code, get, test_bytes, Cluster};
 
 async fn put(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, data: &[u8]) {
     s3.put_object()
@@ -29,17 +25,6 @@ async fn put(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, data: &[u8]) {
         .send()
         .await
         .unwrap();
-}
-
-async fn get(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Vec<u8> {
-    let out = s3
-        .get_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .unwrap();
-    out.body.collect().await.unwrap().into_bytes().to_vec()
 }
 
 /// Pairs `bucket` through the admin API, as `gateway remote set` does.
